@@ -1,0 +1,1 @@
+"""Predictors: power draw, job duration, failure risk (built under the predictors issue)."""

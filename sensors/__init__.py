@@ -1,0 +1,1 @@
+"""Telemetry sources and MQTT publishing (built under the telemetry issue)."""

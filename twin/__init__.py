@@ -1,0 +1,1 @@
+"""gpu-twin: a digital twin of GPU training clusters."""

@@ -1,0 +1,52 @@
+"""Calibrated constants of the performance model, each with where its value comes from.
+
+Fitted constants come from `twin validate --fit` (twin/validate.py): GPU-independent ones on the vTrain
+A100 single-node runs (../shared/calibration/vtrain_a100_single_node.csv), the B200 peak efficiency on
+the SimuMax rows with 4 micro-batches; errors are reported on the other rows (README, "Accuracy").
+"""
+
+from __future__ import annotations
+
+# --- GEMMs -------------------------------------------------------------------------------------------
+# Achieved fraction of dense peak on large training GEMMs, per GPU preset (fitted: see module doc).
+# GPUs without measured runs use the A100 figure (an assumption, stated in README).
+MATMUL_EFFICIENCY: dict[str, float] = {
+    "a100-sxm-40gb": 0.70,
+    "a100-sxm-80gb": 0.70,
+    "b200": 0.55,
+}
+DEFAULT_MATMUL_EFFICIENCY = 0.70
+# Smallest GEMM dimension at which efficiency is half its peak (fitted on vTrain single-node).
+GEMM_HALF_DIM = 64.0
+# FP8 GEMMs reach a smaller fraction of their (2×) peak than bf16: casting and scaling overheads of
+# Transformer Engine; NVIDIA NeMo reports ~1.3–1.5× end-to-end FP8 speed-ups over BF16 (NeMo
+# performance summary, H100, Llama 2/3 pre-training), i.e. ~0.7 of the peak ratio.
+FP8_RELATIVE_EFFICIENCY = 0.7
+
+# --- attention and element-wise ---------------------------------------------------------------------
+# FlashAttention forward+backward reaches 0.50–0.73 of A100 peak (Dao 2023, FlashAttention-2, Fig. 5)
+# and 0.69–0.71 on B200 (SimuMax b200_bf16_ceperm.json sdp_fwd/sdp_bwd efficiency).
+FLASH_ATTENTION_EFFICIENCY = 0.6
+# Achieved fraction of HBM bandwidth for element-wise kernels (SimuMax B200 fitted 0.666 default).
+HBM_EFFICIENCY = 0.67
+# Passes over s·b·h 16-bit elements per layer forward: 2 norms (read+write: 4) and 2 residual adds
+# (2 reads + 1 write: 6) (Megatron-LM fused kernels).
+ELEMENTWISE_SBH_PASSES = 10.0
+# Fixed cost per layer per micro-batch (forward + backward): kernel launches and synchronisation
+# (fitted on vTrain single-node).
+PER_LAYER_OVERHEAD_S = 0.0
+# Fixed cost per iteration: data loading, loss reduction, logging (fitted on vTrain single-node).
+STEP_OVERHEAD_S = 0.0
+
+# --- overlap -----------------------------------------------------------------------------------------
+# Fraction of data-parallel gradient communication hidden behind backward compute. Both measured data
+# sets ran without overlap (SimuMax "non-overlap contract"; vTrain configs use_gradient_bucket=false).
+DP_OVERLAP = 0.0
+# Fraction of ZeRO-3 / parameter-offload traffic hidden by prefetching behind compute (FSDP and
+# DeepSpeed prefetch the next layer's gather; Zhao et al. 2023 §3.3). Assumption: no measured run here.
+ZERO3_PREFETCH_OVERLAP = 0.8
+
+
+def matmul_efficiency_for(gpu_name: str) -> float:
+    """Achieved fraction of peak tensor throughput on large GEMMs for the named GPU preset."""
+    return MATMUL_EFFICIENCY.get(gpu_name, DEFAULT_MATMUL_EFFICIENCY)
