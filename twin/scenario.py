@@ -15,7 +15,15 @@ from twin.errors import ScenarioError
 from twin.perf.estimate import Estimate, estimate
 from twin.perf.gpu_presets import gpu_preset
 from twin.perf.model_presets import model_preset
-from twin.perf.specs import ClusterSpec, ModelSpec, Offload, ParallelLayout, Precision, Recompute, TrainingSpec
+from twin.perf.specs import (
+    ClusterSpec,
+    ModelSpec,
+    Offload,
+    ParallelLayout,
+    Precision,
+    Recompute,
+    TrainingSpec,
+)
 
 SECTIONS = ("model", "cluster", "layout", "training")
 MODEL_SHAPE_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "gated_mlp")

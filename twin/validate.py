@@ -24,7 +24,7 @@ from pathlib import Path
 
 from twin.perf.estimate import estimate
 from twin.perf.gpu_presets import gpu_preset
-from twin.perf.model_presets import model_preset  # noqa: E402
+from twin.perf.model_presets import model_preset
 from twin.perf.specs import ClusterSpec, ModelSpec, ParallelLayout, Precision, Recompute, TrainingSpec
 
 GIB = 2**30
@@ -115,7 +115,9 @@ def load_vtrain(data_dir: Path) -> list[Case]:
                 precision=Precision.FP16,
                 fused_attention=False,
             )
-            training = TrainingSpec(seq_len=int(row["sequence length"]), global_batch=int(row["global batch"]))
+            training = TrainingSpec(
+                seq_len=int(row["sequence length"]), global_batch=int(row["global batch"])
+            )
             cases.append(
                 Case(
                     dataset="vtrain-a100",

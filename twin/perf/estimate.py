@@ -215,4 +215,3 @@ def estimate(
         power=power,
         reliability=reliability,
     )
-

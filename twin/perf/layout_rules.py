@@ -80,8 +80,7 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        lambda m, c, t, b: (b.virtual_stages == 1)
-        | ((t.global_batch // (b.dp * b.micro_batch)) % b.pp == 0),
+        lambda m, c, t, b: (b.virtual_stages == 1) | ((t.global_batch // (b.dp * b.micro_batch)) % b.pp == 0),
         lambda m, c, t, b, i: (
             f"the interleaved schedule needs micro-batches per step "
             f"(={t.global_batch // _i(b.dp * b.micro_batch, i)}) divisible by layout.pp(={_i(b.pp, i)})."
@@ -106,7 +105,9 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def valid_mask(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, batch: LayoutBatch) -> BoolArray:
+def valid_mask(
+    model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, batch: LayoutBatch
+) -> BoolArray:
     """True for every layout that satisfies all rules."""
     mask = np.ones(len(batch), dtype=np.bool_)
     for rule in RULES:

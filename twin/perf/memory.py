@@ -146,8 +146,9 @@ def model_state_bytes(
     g_b = batch.per_precision(GRAD_BYTES_PER_PARAM)
     o_b = batch.per_precision(OPTIMIZER_BYTES_PER_PARAM)
     offload_opt = ~batch.is_offload(Offload.NONE)
-    weights = np.where(zero >= 3, params / shard + resident_params, params) * w_b
-    weights = np.where(batch.is_offload(Offload.PARAMS), resident_params * w_b, weights)
+    # The gathered working set never exceeds the stage's own weights (DP = 1 gathers nothing).
+    weights = np.where(zero >= 3, np.minimum(params, params / shard + resident_params), params) * w_b
+    weights = np.where(batch.is_offload(Offload.PARAMS), np.minimum(params, resident_params) * w_b, weights)
     grads = np.where(zero >= 2, params / shard, params) * g_b
     grads = np.where(offload_opt, resident_params / ZERO3_RESIDENT_LAYERS * g_b, grads)
     optimizer = np.where(zero >= 1, params / shard, params) * o_b

@@ -89,13 +89,13 @@ def model_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     return model.layers * per_layer + 6.0 * model.hidden * model.vocab
 
 
-def matmul_efficiency(peak_efficiency: float | FloatArray, smallest_dim: FloatArray) -> FloatArray:
-    """Achieved GEMM efficiency: `peak_efficiency` · d / (d + GEMM_HALF_DIM), d the smallest GEMM dimension.
+def matmul_efficiency(peak_efficiency: float, smallest_dim: FloatArray, half_dim: float) -> FloatArray:
+    """Achieved GEMM efficiency: `peak_efficiency` · d / (d + half_dim), d the smallest GEMM dimension.
 
-    Small GEMMs leave SMs idle and pay fixed tile/launch costs; the saturating form is fitted on the vTrain
-    A100 single-node runs (twin.perf.calibration).
+    Small GEMMs leave SMs idle and pay fixed tile costs; the saturating form and `half_dim` are fitted on
+    measured runs (twin.perf.calibration.gemm_half_dim).
     """
-    return np.asarray(peak_efficiency * smallest_dim / (smallest_dim + cal.GEMM_HALF_DIM), dtype=np.float64)
+    return np.asarray(peak_efficiency * smallest_dim / (smallest_dim + half_dim), dtype=np.float64)
 
 
 def estimate_step_arrays(
@@ -129,17 +129,20 @@ def estimate_step_arrays(
     peak = np.asarray([gpu.peak_flops_per_s(p) for p in Precision], dtype=np.float64)[batch.precision]
     gemm_peak = np.where(batch.is_precision(Precision.FP8), peak * cal.FP8_RELATIVE_EFFICIENCY, peak)
     eff_max = gpu.matmul_efficiency * efficiency_scale
+    half_dim = cal.gemm_half_dim(gpu.bf16_tflops)
 
     # --- compute per layer, forward, one micro-batch, one GPU -------------------------------------
     linear_flops = 2.0 * tokens * matmul_params_per_layer(model) / tp
-    linear_s = linear_flops / (gemm_peak * matmul_efficiency(eff_max, np.minimum(tokens, h / tp)))
+    linear_s = linear_flops / (gemm_peak * matmul_efficiency(eff_max, np.minimum(tokens, h / tp), half_dim))
     score_flops = 4.0 * tokens * s * h / tp  # QK^T and PV over the full sequence
     flash_s = (
         score_flops
         * CAUSAL_WORK_FRACTION
         / (bf16_peak * cal.FLASH_ATTENTION_EFFICIENCY * min(1.0, efficiency_scale))
     )
-    unfused_s = score_flops / (bf16_peak * matmul_efficiency(eff_max, np.full_like(tokens, model.head_dim)))
+    unfused_s = score_flops / (
+        bf16_peak * matmul_efficiency(eff_max, np.full_like(tokens, model.head_dim), half_dim)
+    )
     attn_fwd_s = np.where(fused, flash_s, unfused_s)
     attn_bwd_s = np.where(fused, flash_s * FLASH_BACKWARD_FACTOR, unfused_s * BACKWARD_MATMUL_FACTOR)
 
@@ -159,8 +162,12 @@ def estimate_step_arrays(
     # Full recompute repeats the layer's forward; selective repeats the (unfused) attention core, which
     # fused attention already recomputes inside its backward.
     recompute_s = np.where(full_recompute, layer_fwd_s, np.where(selective & ~fused, attn_fwd_s, 0.0))
-    layer_compute_s = layer_fwd_s + layer_bwd_s + recompute_s
-    layer_compute_s = layer_compute_s + cal.PER_LAYER_OVERHEAD_S
+    # Kernels are launched asynchronously: a layer takes the longer of its GPU time and the host's
+    # time to dispatch its kernels (forward, backward and any recomputed forward).
+    passes = 2.0 + np.where(full_recompute, 1.0, 0.0)
+    layer_compute_s = np.maximum(
+        layer_fwd_s + layer_bwd_s + recompute_s, passes * cal.HOST_DISPATCH_S_PER_LAYER_PASS
+    )
 
     # --- tensor-parallel collectives: 2 in forward, 2 in backward, 2 more when recomputing --------
     tp_local = np.minimum(tp, gpn)
@@ -183,7 +190,7 @@ def estimate_step_arrays(
     logits_s = (
         (1.0 + BACKWARD_MATMUL_FACTOR)
         * logits_flops
-        / (gemm_peak * matmul_efficiency(eff_max, np.minimum(tokens, h)))
+        / (gemm_peak * matmul_efficiency(eff_max, np.minimum(tokens, h), half_dim))
     )
     # fp32 cross-entropy reads and writes the logits and their gradient.
     logits_s = logits_s + 4.0 * 4.0 * tokens * model.vocab / tp / (
