@@ -171,7 +171,8 @@ def format_result(result: dict[str, Any]) -> str:
         f"{result['model_tflops_per_gpu']:.0f} TFLOP/s/GPU, MFU {result['mfu']:.1%})",
         "  breakdown: "
         + ", ".join(f"{k.removesuffix('_s')} {v:.3f}" for k, v in result["breakdown_s"].items() if v > 0),
-        f"  power: {result['power_per_gpu_w']:.0f} W/GPU, cluster {result['cluster_power_w'] / 1e3:,.0f} kW (IT)",
+        f"  power: {result['power_per_gpu_w']:.0f} W/GPU, "
+        f"cluster {result['cluster_power_w'] / 1e3:,.0f} kW (IT)",
     ]
     if "time_to_train_s" in result:
         lines.append(
@@ -252,7 +253,8 @@ def cmd_sweep(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         out.write(
             f"{row['rank']:>3} {lay['tp']:>3} {lay['pp']:>3} {lay['cp']:>3} {lay['dp']:>5} "
             f"{lay['micro_batch']:>3} {lay['virtual_stages']:>2} {lay['zero_stage']:>2} {lay['offload']:>9} "
-            f"{lay['recompute']:>9} {'yes' if row['fits'] else 'no':>4} {row['memory_total_bytes'] / GIB:>6.1f} "
+            f"{lay['recompute']:>9} {'yes' if row['fits'] else 'no':>4} "
+            f"{row['memory_total_bytes'] / GIB:>6.1f} "
             f"{row['step_time_s']:>8.3f} {row['mfu']:>6.1%} {train:>12} {cost:>12}"
             f"{' *' if row['pareto_time_cost'] else ''}\n"
         )
@@ -429,7 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args, out or sys.stdout, stdin or sys.stdin)
+    try:
+        code: int = args.func(args, out or sys.stdout, stdin or sys.stdin)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     return code
 
 

@@ -86,7 +86,12 @@ def enumerate_layouts(scenario: Scenario, zero_stages: Sequence[int] = (0, 1, 2,
     gpus = scenario.cluster.gpus
     model = scenario.model
     tps = [t for t in POWERS_OF_TWO if t <= model.heads and gpus % t == 0]
-    pps = [p for p in range(1, min(model.layers, gpus) + 1) if model.layers % p == 0 and gpus % p == 0]
+    # Even splits, plus powers of two (uneven: the last stage takes ceil(layers / pp)).
+    pps = [
+        p
+        for p in range(1, min(model.layers, gpus) + 1)
+        if gpus % p == 0 and (model.layers % p == 0 or p in POWERS_OF_TWO)
+    ]
     cps = [c for c in POWERS_OF_TWO[:5] if gpus % c == 0]
     combos = [(t, p, c) for t, p, c in itertools.product(tps, pps, cps) if gpus % (t * p * c) == 0]
     if not combos:

@@ -101,13 +101,13 @@ class LayoutBatch:
         )
 
     def is_offload(self, offload: Offload) -> BoolArray:
-        return self.offload == OFFLOAD_CODE[offload]
+        return np.asarray(self.offload == OFFLOAD_CODE[offload], dtype=np.bool_)
 
     def is_recompute(self, recompute: Recompute) -> BoolArray:
-        return self.recompute == RECOMPUTE_CODE[recompute]
+        return np.asarray(self.recompute == RECOMPUTE_CODE[recompute], dtype=np.bool_)
 
     def is_precision(self, precision: Precision) -> BoolArray:
-        return self.precision == PRECISION_CODE[precision]
+        return np.asarray(self.precision == PRECISION_CODE[precision], dtype=np.bool_)
 
     def per_precision(self, table: dict[Precision, float]) -> FloatArray:
         """Look a per-precision constant up for every layout."""

@@ -57,7 +57,7 @@ ZERO3_PREFETCH_OVERLAP = 0.8
 
 def gemm_half_dim(bf16_tflops: float) -> float:
     """GEMM dimension at which a GPU of `bf16_tflops` dense peak reaches half its peak GEMM efficiency."""
-    return GEMM_HALF_DIM * (bf16_tflops / GEMM_HALF_DIM_REFERENCE_TFLOPS) ** GEMM_HALF_DIM_EXPONENT
+    return float(GEMM_HALF_DIM * (bf16_tflops / GEMM_HALF_DIM_REFERENCE_TFLOPS) ** GEMM_HALF_DIM_EXPONENT)
 
 
 def matmul_efficiency_for(gpu_name: str) -> float:

@@ -9,9 +9,14 @@ so the two phases are summed (Jeaugey, "Massively Scale Your Deep Learning Train
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from twin.perf.batch import FloatArray
+
+Numbers = NDArray[Any] | float
 
 # Achieved bus bandwidth over link bandwidth for large NCCL collectives inside a node.
 # A100: vTrain's measured 8-GPU all-reduce table (trace/a100/AR_GPU8_1M_1024M_LUT) reaches
@@ -37,9 +42,9 @@ def _bandwidths(intra_bw: float, inter_bw: float) -> tuple[float, float]:
 
 
 def allreduce_s(
-    bytes_: FloatArray | float,
-    group: FloatArray | float,
-    local: FloatArray | float,
+    bytes_: Numbers,
+    group: Numbers,
+    local: Numbers,
     intra_bw: float,
     inter_bw: float,
 ) -> FloatArray:
@@ -48,9 +53,9 @@ def allreduce_s(
 
 
 def reduce_scatter_s(
-    bytes_: FloatArray | float,
-    group: FloatArray | float,
-    local: FloatArray | float,
+    bytes_: Numbers,
+    group: Numbers,
+    local: Numbers,
     intra_bw: float,
     inter_bw: float,
 ) -> FloatArray:
@@ -62,9 +67,9 @@ allgather_s = reduce_scatter_s
 
 
 def _reduce_like(
-    bytes_: FloatArray | float,
-    group: FloatArray | float,
-    local: FloatArray | float,
+    bytes_: Numbers,
+    group: Numbers,
+    local: Numbers,
     intra_bw: float,
     inter_bw: float,
     factor: float,
@@ -83,9 +88,9 @@ def _reduce_like(
 
 
 def alltoall_s(
-    bytes_: FloatArray | float,
-    group: FloatArray | float,
-    local: FloatArray | float,
+    bytes_: Numbers,
+    group: Numbers,
+    local: Numbers,
     intra_bw: float,
     inter_bw: float,
 ) -> FloatArray:
@@ -100,9 +105,7 @@ def alltoall_s(
     return np.asarray(np.where(n > 1, np.maximum(intra, inter) + latency, 0.0), dtype=np.float64)
 
 
-def p2p_s(
-    bytes_: FloatArray | float, same_node: FloatArray | bool, intra_bw: float, inter_bw: float
-) -> FloatArray:
+def p2p_s(bytes_: Numbers, same_node: Numbers | bool, intra_bw: float, inter_bw: float) -> FloatArray:
     """One point-to-point send of `bytes_` between neighbouring pipeline stages."""
     b = np.asarray(bytes_, dtype=np.float64)
     bw = np.where(same_node, intra_bw * P2P_EFFICIENCY, inter_bw * INTER_NODE_COLLECTIVE_EFFICIENCY)

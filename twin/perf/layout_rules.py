@@ -60,9 +60,11 @@ RULES: tuple[Rule, ...] = (
         lambda m, c, t, b, i: f"layout.cp(={_i(b.cp, i)}) must divide training.seq_len(={t.seq_len}).",
     ),
     Rule(
-        lambda m, c, t, b: m.layers % (b.pp * b.virtual_stages) == 0,
+        # Uneven splits are allowed (Megatron's --decoder-first/last-pipeline-num-layers; Llama 3 405B ran
+        # 126 layers on PP 16): the slowest stage holds ceil(layers / pp) layers.
+        lambda m, c, t, b: m.layers >= b.pp * b.virtual_stages,
         lambda m, c, t, b, i: (
-            f"layout.pp·virtual_stages(={_i(b.pp, i)}·{_i(b.virtual_stages, i)}) must divide "
+            f"layout.pp·virtual_stages(={_i(b.pp, i)}·{_i(b.virtual_stages, i)}) must not exceed "
             f"model.layers(={m.layers})."
         ),
     ),

@@ -178,7 +178,10 @@ def estimate_memory_arrays(
 
     m = training.global_batch / (batch.dp * batch.micro_batch)
     v = batch.virtual_stages.astype(np.float64)
-    in_flight_first = np.minimum(pp, m) * np.where(batch.pp > 1, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    # 1F1B keeps min(p, m) micro-batches in flight on the first stage; the interleaved schedule
+    # (v > 1) adds a factor 1 + (p−1)/(p·v) (Korthikanti et al. 2022, §4.2.3).
+    interleave = np.where(batch.virtual_stages > 1, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    in_flight_first = np.minimum(pp, m) * interleave
     per_layer = activation_bytes_per_layer(model, training, batch)
     # Full recompute re-materialises one layer at a time during backward: that layer's activations.
     selective = replace(batch, recompute=np.full_like(batch.recompute, RECOMPUTE_CODE[Recompute.SELECTIVE]))
