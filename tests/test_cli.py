@@ -35,7 +35,7 @@ def scenario(
 
 # Three distinct, valid scenarios (told apart by model and GPU count) and one invalid one.
 THREE = [scenario("llama3-8b", 8), scenario("llama2-7b", 16), scenario("gpt3-1.3b", 32)]
-BAD = scenario("llama3-8b", 8, tp=3)  # tp 3 does not divide 32 heads
+BAD = scenario("llama3-8b", 24, tp=3)  # tp 3 divides 24 GPUs but not 32 heads
 
 
 def run_cli(argv: list[str], stdin: str = "") -> tuple[int, str]:
@@ -104,6 +104,20 @@ def test_whatif_invalid_json_line_names_the_line() -> None:
     assert identity(last) == ("gpt3-1.3b", 32)
 
 
+def test_whatif_invalid_json_line_number_counts_leading_blank_lines() -> None:
+    text = "\n\n" + json.dumps(THREE[0]) + "\n{not json\n"
+    _, out = run_cli(["whatif", "--json", "-"], text)
+    assert json_lines(out)[1]["error"].startswith("line 4: invalid JSON")
+
+
+def test_whatif_shortcut_into_a_non_object_section_is_an_error_line() -> None:
+    broken = copy.deepcopy(THREE[0])
+    broken["cluster"] = 5
+    code, out = run_cli(["whatif", "--json", "-", "--gpus", "8"], json.dumps(broken))
+    assert code == 1
+    assert "cluster" in json_lines(out)[0]["error"]
+
+
 def test_whatif_non_object_item_is_an_error_line() -> None:
     code, out = run_cli(["whatif", "--json", "-"], json.dumps([THREE[0], 5]))
     assert code == 0
@@ -164,8 +178,10 @@ def test_whatif_readable_output_says_whether_it_fits() -> None:
 
 def test_whatif_readable_output_gives_the_reason_when_it_does_not_fit() -> None:
     code, out = run_cli(
-        ["whatif", "--model", "llama3-70b", "--gpu", "a100-sxm-40gb", "--gpus", "8", "--seq-len", "4096"]
-        + ["--global-batch", "64", "--zero-stage", "0"]
+        [
+            *("whatif", "--model", "llama3-70b", "--gpu", "a100-sxm-40gb", "--gpus", "8"),
+            *("--seq-len", "4096", "--global-batch", "64", "--zero-stage", "0"),
+        ]
     )
     assert code == 0
     assert "fits: NO — HBM needs" in out
@@ -295,7 +311,8 @@ VTRAIN_SINGLE = (
 )
 VTRAIN_MULTI = (
     b"\xef\xbb\xbfParameters (billion),# GPUs,global batch,micro batch,hidden size,attention heads,"
-    b"# layers,sequence length,tensor parallelism,data parallelism,pipeline parallelism,iteration time (ms)\r\n"
+    b"# layers,sequence length,tensor parallelism,data parallelism,pipeline parallelism,"
+    b"iteration time (ms)\r\n"
     b"3.6,64,512,8,3072,32,30,2048,1,64,1,3566.5\r\n"
     b"3.6,64,512,4,3072,32,30,2048,1,64,1,3638.3\r\n"
 )

@@ -81,7 +81,10 @@ def _apply_shortcuts(scenario: dict[str, Any], args: argparse.Namespace) -> dict
         if section == "model":  # a model flag replaces the FILE's model
             out["model"] = {"preset": value}
             continue
-        out.setdefault(section, {})[key] = value
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # parse() reports "section(=...) must be an object"
+        target[key] = value
     return out
 
 
@@ -117,7 +120,7 @@ def read_scenarios(source: str, stdin: TextIO) -> Iterator[dict[str, Any] | Twin
         whole = json.loads(stripped)
     except json.JSONDecodeError:
         whole = None
-        for number, line in enumerate(stripped.splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
