@@ -1,4 +1,4 @@
-"""Sweep throughput: `twin.sweep.sweep(parse(EXAMPLE_SCENARIO))`, enumerated and valid layouts per second.
+"""Sweep throughput: `twin.layout_sweep.sweep(parse(EXAMPLE))`, enumerated and valid layouts per second.
 
 Throughput = layouts / wall time of one whole sweep (enumerate, filter, estimate, rank, Pareto fronts),
 from the median wall time over the repetitions. Target >= 100,000 enumerated layouts/s.
@@ -19,11 +19,11 @@ REPS_SMOKE, WARMUP_SMOKE = 3, 1
 def main(smoke: bool = False) -> None:
     ensure_repo_on_path()
     from twin.cli import EXAMPLE_SCENARIO
+    from twin.layout_sweep import sweep
     from twin.scenario import parse
-    from twin.sweep import sweep
 
     reps, warmup = (REPS_SMOKE, WARMUP_SMOKE) if smoke else (REPS_FULL, WARMUP_FULL)
-    header("sweep throughput: twin.sweep.sweep(parse(EXAMPLE_SCENARIO))")
+    header("sweep throughput: twin.layout_sweep.sweep(parse(EXAMPLE_SCENARIO))")
     scenario = parse(EXAMPLE_SCENARIO)
     for _ in range(warmup):
         sweep(scenario)

@@ -504,3 +504,14 @@ def test_zero_paper_fp16_without_zero_costs_16_bytes_per_param() -> None:
 )
 def test_zero_paper_fp16_sharded_bytes_per_param(zero_stage: int, expected: float) -> None:
     assert model_state_bytes_per_param("fp16", zero_stage, gpus=64) == pytest.approx(expected, rel=1e-12)
+
+
+def test_package_api_mirrors_the_cli() -> None:
+    import twin
+    from twin.cli import EXAMPLE_SCENARIO
+
+    result = twin.evaluate(EXAMPLE_SCENARIO)
+    ranked = twin.sweep(EXAMPLE_SCENARIO, rank_by="cost").rows(top=3, fits_only=True)
+    assert result["fits"] is True
+    assert [row["rank"] for row in ranked] == [1, 2, 3]
+    assert ranked[0]["cost"] <= ranked[1]["cost"] <= ranked[2]["cost"]

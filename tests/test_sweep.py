@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from twin.errors import ScenarioError
+from twin.layout_sweep import RankBy, SweepResult, enumerate_layouts, pareto_front, sweep
 from twin.perf.layout_rules import check_layouts, valid_mask
 from twin.scenario import Scenario, evaluate, parse
-from twin.sweep import RankBy, SweepResult, enumerate_layouts, pareto_front, sweep
 
 
 def raw_scenario(

@@ -217,8 +217,8 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    from twin.layout_sweep import sweep
     from twin.scenario import parse
-    from twin.sweep import sweep
 
     items = list(read_scenarios(args.file, stdin))
     if len(items) != 1 or not isinstance(items[0], dict):
@@ -370,8 +370,8 @@ def cmd_seed_report(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """Until the live demo lands: the example what-if end to end, and the best layouts for it."""
+    from twin.layout_sweep import sweep
     from twin.scenario import evaluate, parse
-    from twin.sweep import sweep
 
     out.write("gpu-twin demo — what-if: Llama 3 70B, 15T tokens, 1,024 × H100 (TP8 PP4, ZeRO-1)\n\n")
     out.write(format_result(evaluate(EXAMPLE_SCENARIO)) + "\n\n")

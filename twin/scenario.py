@@ -226,6 +226,23 @@ def parse(scenario: Mapping[str, Any]) -> Scenario:
     return Scenario(model, cluster, layout, parse_training(scenario["training"]))
 
 
+def layout_json(layout: ParallelLayout) -> dict[str, Any]:
+    """A layout in the contract's JSON form."""
+    return {
+        "tp": layout.tp,
+        "pp": layout.pp,
+        "cp": layout.cp,
+        "dp": layout.dp,
+        "micro_batch": layout.micro_batch,
+        "virtual_stages": layout.virtual_stages,
+        "zero_stage": layout.zero_stage,
+        "offload": layout.offload.value,
+        "recompute": layout.recompute.value,
+        "sequence_parallel": layout.sequence_parallel,
+        "precision": layout.precision.value,
+    }
+
+
 def result_json(parsed: Scenario, est: Estimate) -> dict[str, Any]:
     """The contract's result object (SI units), plus the resolved inputs for reference."""
     out: dict[str, Any] = {
@@ -266,19 +283,7 @@ def result_json(parsed: Scenario, est: Estimate) -> dict[str, Any]:
         "model": {"name": parsed.model.name, "params": parsed.model.params},
         "gpu": parsed.cluster.gpu.name,
         "gpus": parsed.cluster.gpus,
-        "layout": {
-            "tp": layout.tp,
-            "pp": layout.pp,
-            "cp": layout.cp,
-            "dp": layout.dp,
-            "micro_batch": layout.micro_batch,
-            "virtual_stages": layout.virtual_stages,
-            "zero_stage": layout.zero_stage,
-            "offload": layout.offload.value,
-            "recompute": layout.recompute.value,
-            "sequence_parallel": layout.sequence_parallel,
-            "precision": layout.precision.value,
-        },
+        "layout": layout_json(layout),
         "steps": None
         if parsed.training.tokens is None
         else parsed.training.tokens / parsed.training.tokens_per_step,

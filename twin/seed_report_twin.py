@@ -13,8 +13,8 @@ from typing import Any
 
 from twin import seed_report as published
 from twin.errors import ScenarioError
+from twin.layout_sweep import sweep
 from twin.scenario import parse
-from twin.sweep import sweep
 
 SECONDS_PER_DAY = 86400.0
 # Tokens the example's compute implies for GPT-3.5: C = 6·N·D (Kaplan et al. 2020, eq. 2.1) with

@@ -18,7 +18,7 @@ from twin.perf.batch import OFFLOAD_CODE, PRECISION_CODE, RECOMPUTE_CODE, BoolAr
 from twin.perf.estimate import EstimateArrays, estimate_arrays, memory_reason
 from twin.perf.layout_rules import valid_mask
 from twin.perf.specs import Offload, Precision, Recompute
-from twin.scenario import Scenario
+from twin.scenario import Scenario, layout_json
 
 RankBy = Literal["time", "cost", "energy"]
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -48,19 +48,7 @@ class SweepResult:
         total = float(a.memory.total_bytes[i])
         row: dict[str, Any] = {
             "rank": rank,
-            "layout": {
-                "tp": layout.tp,
-                "pp": layout.pp,
-                "cp": layout.cp,
-                "dp": layout.dp,
-                "micro_batch": layout.micro_batch,
-                "virtual_stages": layout.virtual_stages,
-                "zero_stage": layout.zero_stage,
-                "offload": layout.offload.value,
-                "recompute": layout.recompute.value,
-                "sequence_parallel": layout.sequence_parallel,
-                "precision": layout.precision.value,
-            },
+            "layout": layout_json(layout),
             "fits": bool(a.fits[i]),
             "reason": memory_reason(total, a.memory.capacity_bytes, self.scenario.cluster.gpu.hbm_bytes),
             "memory_total_bytes": total,
