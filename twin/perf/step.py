@@ -255,20 +255,11 @@ def estimate_step_arrays(
     compute_s = m * (stage_compute_s + logits_s)
     tp_comm_s = m * layers_per_stage * tp_per_layer
     cp_comm_s = m * layers_per_stage * cp_per_layer
-    step = (
-        m * last_s
-        + bubble_s
-        + pp_p2p_s
-        + dp_comm_s
-        + zero3_comm_s
-        + optimizer_s
-        + offload_s
-        + cal.STEP_OVERHEAD_S
-    )
+    step = m * last_s + bubble_s + pp_p2p_s + dp_comm_s + zero3_comm_s + optimizer_s + offload_s
     model_flops = model_flops_per_token(model, training.seq_len) * training.tokens_per_step
     return StepArrays(
         step_time_s=step,
-        compute_s=compute_s + cal.STEP_OVERHEAD_S,
+        compute_s=compute_s,
         tp_comm_s=tp_comm_s,
         cp_comm_s=cp_comm_s,
         pp_bubble_s=bubble_s,
