@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twin.perf import calibration as cal  # noqa: E402
-from twin.perf.estimate import estimate  # noqa: E402
-from twin.validate import Case, default_data_dir, load_simumax, load_vtrain  # noqa: E402
+from twin.perf import calibration as cal
+from twin.perf.estimate import estimate
+from twin.validate import Case, default_data_dir, load_simumax, load_vtrain
 
 VTRAIN_GRID = {
     "matmul_efficiency": (0.75, 0.78, 0.80, 0.82, 0.85),
