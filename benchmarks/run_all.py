@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Protocol, cast
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_whatif", "bench_sweep", "bench_cold_start", "bench_validation")
+BENCHMARKS = (
+    "bench_whatif",
+    "bench_sweep",
+    "bench_cold_start",
+    "bench_validation",
+    "bench_store",
+    "bench_ingest",
+    "bench_faults",
+)
 
 
 class Benchmark(Protocol):
