@@ -468,7 +468,7 @@ def search(workdir: Path, backend: str, db_url: str, duration_s: float) -> list[
     return results
 
 
-def summarize(backend: str, results: Sequence[RunResult]) -> None:
+def summarize(backend: str, results: Sequence[RunResult], smoke: bool) -> None:
     best = max((r for r in results if r.sustained), key=lambda r: r.rate, default=None)
     lost = sum(r.lost_rows for r in results)
     duplicated = sum(r.duplicated_rows for r in results)
@@ -483,11 +483,14 @@ def summarize(backend: str, results: Sequence[RunResult]) -> None:
             f"{best.rate:,.0f} msg/s = {best_offered:,.0f} GPU-samples/s offered and kept up; stored "
             f"{best.stored_per_s:,.0f}/s incl. drain; p99 {'n/a' if p99 is None else f'{p99 * 1e3:,.0f} ms'}",
         )
-    target(
-        best_offered >= TARGET_GPU_SAMPLES_PER_S,
-        f"{backend}: ≥ {TARGET_GPU_SAMPLES_PER_S:,} GPU-samples/s sustained with zero loss "
-        f"(highest kept up: {best_offered:,.0f}/s)",
-    )
+    if smoke:
+        figure(f"{backend}: throughput target", "full mode only (smoke runs a modest rate)")
+    else:
+        target(
+            best_offered >= TARGET_GPU_SAMPLES_PER_S,
+            f"{backend}: ≥ {TARGET_GPU_SAMPLES_PER_S:,} GPU-samples/s sustained with zero loss "
+            f"(highest kept up: {best_offered:,.0f}/s)",
+        )
     target(lost == 0, f"{backend}: zero lost rows ({lost:,} over {len(results)} run(s))")
     target(duplicated == 0, f"{backend}: zero duplicated rows ({duplicated:,} over {len(results)} run(s))")
 
@@ -539,7 +542,7 @@ def main(smoke: bool = False, argv: Sequence[str] | None = None) -> None:
                     results = search(workdir, name, db_url, duration_s)
                 if not smoke and not args.no_drain:
                     report_drain(run_drain(workdir, name, db_url, DRAIN_MESSAGES))
-                summarize(name, results)
+                summarize(name, results, smoke)
             finally:
                 if cleanup is not None:
                     drop_postgres_schema(*cleanup)

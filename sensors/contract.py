@@ -35,6 +35,8 @@ MAX_GPUS_PER_NODE: Final = 72
 # 150 °C leaves room for sensor glitches we still want to store, below it is physical.
 MIN_TEMP_C: Final = -40.0
 MAX_TEMP_C: Final = 150.0
+# Counters and bitmasks must fit a signed 64-bit database column (SQLite INTEGER, PostgreSQL BIGINT).
+MAX_INT64: Final = 2**63 - 1
 # Clock bound: no shipping GPU exceeds ~3 GHz SM clock (GPU datasheets); 10 GHz is absurd.
 MAX_CLOCK_MHZ: Final = 10_000.0
 
@@ -113,7 +115,7 @@ GPU_FIELDS: Final[tuple[FieldSpec, ...]] = (
         FieldKind.INT,
         False,
         0,
-        None,
+        MAX_INT64,
         "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
         "correctable (single-bit) ECC errors since driver load",
     ),
@@ -123,18 +125,20 @@ GPU_FIELDS: Final[tuple[FieldSpec, ...]] = (
         FieldKind.INT,
         False,
         0,
-        None,
+        MAX_INT64,
         "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
         "uncorrectable (double-bit) ECC errors since driver load",
     ),
-    FieldSpec("xid_last", "", FieldKind.INT, False, 0, None, "DCGM_FI_DEV_XID_ERRORS", "last XID error code"),
+    FieldSpec(
+        "xid_last", "", FieldKind.INT, False, 0, MAX_INT64, "DCGM_FI_DEV_XID_ERRORS", "last XID error code"
+    ),
     FieldSpec(
         "throttle_reasons",
         "bitmask",
         FieldKind.INT,
         False,
         0,
-        None,
+        MAX_INT64,
         "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
         "clock throttle reasons (NVML nvmlClocksEventReasons bitmask)",
     ),

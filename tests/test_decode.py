@@ -230,3 +230,8 @@ def test_any_in_range_reading_is_accepted_unchanged(power_w: float, temp_c: floa
     assert not batch.rejects
     row = batch.telemetry[0]
     assert (row[COL["power_w"]], row[COL["temp_c"]], row[COL["mem_used_bytes"]]) == (power_w, temp_c, mem)
+
+
+def test_counters_beyond_a_64_bit_column_are_out_of_range_not_a_poison_batch() -> None:
+    for name in ("ecc_sbe_total", "ecc_dbe_total", "xid_last", "throttle_reasons"):
+        assert only_reject(decode(payload([gpu(0, **{name: 2**63})])))[0] == RejectReason.OUT_OF_RANGE, name
