@@ -212,6 +212,19 @@ def wait_serve_connected(
     raise RuntimeError(f"twin serve did not connect in {timeout_s} s; see {log_path}")
 
 
+def logged_connect_time(log_path: Path) -> float | None:
+    """Unix time of the last "connected to" line `twin serve --verbose` logged (asctime: local time, ms)."""
+    for line in reversed(log_path.read_text(errors="replace").splitlines()):
+        if "connected to" in line:
+            stamp = line[:23]  # "2026-11-21 04:30:05,123"
+            try:
+                parsed = time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")
+                return time.mktime(parsed) + int(stamp[20:23]) / 1000
+            except ValueError:
+                return None
+    return None
+
+
 def read_json(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data

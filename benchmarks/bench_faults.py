@@ -50,6 +50,7 @@ from _services import (
     drop_postgres_schema,
     final_ts_by_node,
     load_average,
+    logged_connect_time,
     mosquitto_available,
     postgres_reachable,
     postgres_schema_url,
@@ -121,7 +122,7 @@ def kill_service(s: Scenario, smoke: bool) -> None:
     killed = time.monotonic()
     time.sleep(SERVICE_DOWN_SMOKE_S if smoke else SERVICE_DOWN_S)
     s.start_serve()
-    s.restarted_at = time.time()
+    s.restarted_at = logged_connect_time(s.serves[-1][1].with_suffix(".log")) or time.time()
     s.notes.append(
         f"service SIGKILLed, a new one with the same client id connected {time.monotonic() - killed:.1f} s "
         "later (the killed one's counters died with it)"

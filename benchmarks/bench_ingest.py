@@ -44,7 +44,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from _services import (
     drop_postgres_schema,
     final_ts_by_node,
     load_average,
+    logged_connect_time,
     mosquitto_available,
     postgres_backends_of,
     postgres_reachable,
@@ -144,6 +146,31 @@ def _machine_cpu() -> tuple[float, float]:
     return total - idle, total
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    """Where runs store: a fresh SQLite file, or a fresh PostgreSQL schema, per run (so runs compare)."""
+
+    backend: str  # "SQLite" or "PostgreSQL"
+    server_url: str | None = None  # PostgreSQL only
+
+    @contextmanager
+    def fresh(self, run_dir: Path) -> Iterator[str]:
+        """A database URL for one run; the database is removed afterwards."""
+        if self.server_url is None:
+            path = run_dir / "twin.db"
+            try:
+                yield f"sqlite:///{path}"
+            finally:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            return
+        schema = f"twin_bench_ingest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        try:
+            yield postgres_schema_url(self.server_url, schema)
+        finally:
+            drop_postgres_schema(self.server_url, schema)
+
+
 @dataclass(slots=True)
 class RunResult:
     backend: str
@@ -180,11 +207,18 @@ class RunResult:
         return lag is not None and self.lost_rows == 0 and lag <= MAX_END_LAG_S
 
 
-def run_once(workdir: Path, backend: str, db_url: str, rate: float, duration_s: float) -> RunResult:
-    """One run: fresh broker, fresh `twin serve`, the publisher at `rate` for `duration_s`; then count."""
+def run_once(workdir: Path, db: Database, rate: float, duration_s: float) -> RunResult:
+    """One run: fresh broker, database and `twin serve`, the publisher at `rate` for `duration_s`; count."""
     cluster = f"bench{uuid.uuid4().hex[:10]}"
     run_dir = workdir / cluster
     run_dir.mkdir(parents=True)
+    with db.fresh(run_dir) as db_url:
+        return _run_once(run_dir, cluster, db.backend, db_url, rate, duration_s)
+
+
+def _run_once(
+    run_dir: Path, cluster: str, backend: str, db_url: str, rate: float, duration_s: float
+) -> RunResult:
     broker = PrivateMosquitto(run_dir)
     broker.start()
     stats_path = run_dir / "serve.json"
@@ -279,13 +313,18 @@ class DrainResult:
         return self.rows / self.drain_s if self.drain_s else 0.0
 
 
-def run_drain(workdir: Path, backend: str, db_url: str, messages: int) -> DrainResult:
+def run_drain(workdir: Path, db: Database, messages: int) -> DrainResult:
     """The service's own capacity: queue `messages` at the broker for a known session while no service is
     connected, then start `twin serve` and time the drain — the load publisher has already exited, so the
     service (with the broker feeding it) has the machine to itself, apart from other users."""
     cluster = f"drain{uuid.uuid4().hex[:10]}"
     run_dir = workdir / cluster
     run_dir.mkdir(parents=True)
+    with db.fresh(run_dir) as db_url:
+        return _run_drain(run_dir, cluster, db.backend, db_url, messages)
+
+
+def _run_drain(run_dir: Path, cluster: str, backend: str, db_url: str, messages: int) -> DrainResult:
     broker = PrivateMosquitto(run_dir)
     broker.start()
     client_id = f"bench-drain-{cluster}"
@@ -321,7 +360,7 @@ def run_drain(workdir: Path, backend: str, db_url: str, messages: int) -> DrainR
             cluster, final_ts_by_node(summary), 300.0, lambda: serving.poll() is None
         )
         window.finish()
-        connected_at = _logged_connect_time(second.with_suffix(".log"))
+        connected_at = logged_connect_time(second.with_suffix(".log"))
         stored = probe.stored(cluster)
         if stored is None:
             raise RuntimeError("the store could not be read after the drain")
@@ -346,19 +385,6 @@ def run_drain(workdir: Path, backend: str, db_url: str, messages: int) -> DrainR
         broker.stop()
 
 
-def _logged_connect_time(log_path: Path) -> float | None:
-    """Unix time of `twin serve --verbose`'s "connected to" log line (logging's asctime, local time, ms)."""
-    for line in log_path.read_text(errors="replace").splitlines():
-        if "connected to" in line:
-            stamp = line[:23]  # "2026-11-21 04:30:05,123"
-            try:
-                parsed = time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")
-                return time.mktime(parsed) + int(stamp[20:23]) / 1000
-            except ValueError:
-                return None
-    return None
-
-
 def report_drain(d: DrainResult) -> None:
     if d.drain_s is None:
         figure(f"{d.backend}: service alone (drain)", "did not complete")
@@ -373,7 +399,7 @@ def report_drain(d: DrainResult) -> None:
         f"{d.rows:,} queued rows stored in {d.drain_s:.2f} s = {d.rows_per_s:,.0f} GPU-samples/s; "
         f"lost {d.lost_rows:,}",
     )
-    figure("  CPU while draining", f"{cpu}; other processes {d.others_share:.0%} of a core")
+    figure("  CPU while draining", f"{cpu}; everything else {d.others_share:.0%} of a core")
 
 
 def report(result: RunResult) -> None:
@@ -422,8 +448,8 @@ def report(result: RunResult) -> None:
     figure("  CPU (total; share while loaded)", shares)
     figure(
         "  machine busy while loaded",
-        f"{result.machine_busy:.0%} of {os.cpu_count()} cores; processes outside this benchmark used "
-        f"{result.cpu_share['other processes']:.0%} of a core",
+        f"{result.machine_busy:.0%} of {os.cpu_count()} cores; everything else (other users, this "
+        f"script's polling) {result.cpu_share['other processes']:.0%} of a core",
     )
     figure(
         "  verdict",
@@ -456,12 +482,12 @@ def next_rate(results: Sequence[RunResult]) -> float | None:
     return None if any(r.rate == rate for r in results) else rate
 
 
-def search(workdir: Path, backend: str, db_url: str, duration_s: float) -> list[RunResult]:
+def search(workdir: Path, db: Database, duration_s: float) -> list[RunResult]:
     """Runs from 12,500 msg/s (100,000 GPU samples/s) towards the highest rate that is kept up."""
     results: list[RunResult] = []
     rate: float | None = FULL_START_RATE
     while rate is not None and len(results) < FULL_MAX_RUNS:
-        result = run_once(workdir, backend, db_url, rate, duration_s)
+        result = run_once(workdir, db, rate, duration_s)
         report(result)
         results.append(result)
         rate = next_rate(results)
@@ -521,31 +547,25 @@ def main(smoke: bool = False, argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="twin-bench-ingest-") as folder:
         workdir = Path(folder)
         for backend in backends:
-            if backend == "sqlite":
-                db_url = f"sqlite:///{workdir / 'twin.db'}"
-                name, cleanup = "SQLite", None
-            else:
-                base_url = os.environ.get("TWIN_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-                why_not = postgres_reachable(base_url)
+            db = Database("SQLite")
+            if backend == "postgresql":
+                server_url = os.environ.get("TWIN_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+                why_not = postgres_reachable(server_url)
                 if why_not is not None:
-                    print(f"  SKIP: PostgreSQL at {redact_url(base_url)} unreachable ({why_not})", flush=True)
+                    print(
+                        f"  SKIP: PostgreSQL at {redact_url(server_url)} unreachable ({why_not})", flush=True
+                    )
                     continue
-                schema = f"twin_bench_ingest_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-                db_url = postgres_schema_url(base_url, schema)
-                name, cleanup = "PostgreSQL", (base_url, schema)
-            try:
-                if smoke or args.rate:
-                    result = run_once(workdir, name, db_url, args.rate or SMOKE_RATE, duration_s)
-                    report(result)
-                    results = [result]
-                else:
-                    results = search(workdir, name, db_url, duration_s)
-                if not smoke and not args.no_drain:
-                    report_drain(run_drain(workdir, name, db_url, DRAIN_MESSAGES))
-                summarize(name, results, smoke)
-            finally:
-                if cleanup is not None:
-                    drop_postgres_schema(*cleanup)
+                db = Database("PostgreSQL", server_url)
+            if smoke or args.rate:
+                result = run_once(workdir, db, args.rate or SMOKE_RATE, duration_s)
+                report(result)
+                results = [result]
+            else:
+                results = search(workdir, db, duration_s)
+            if not smoke and not args.no_drain:
+                report_drain(run_drain(workdir, db, DRAIN_MESSAGES))
+            summarize(db.backend, results, smoke)
 
 
 if __name__ == "__main__":
