@@ -7,7 +7,9 @@ connection drops without a DISCONNECT (host crash, network cut), the broker publ
 All connections are driven from one thread through paho's external-loop API (`loop_read`, `loop_write`,
 `loop_misc`): paho's own network thread costs a thread wake-up per message, which makes publishing about
 three times slower (6.5k vs 20k QoS 1 messages/s measured on the 2-core dev machine, see
-benchmarks/RESULTS.md). The caller calls `poll()` between ticks.
+benchmarks/RESULTS.md). Sockets are `sensors.mqtt_io.BufferedSocket`s: what is published between two
+polls leaves in one `send` per connection and PUBACKs are read in 256 KiB chunks. The caller calls
+`poll()` between ticks.
 
 No data is lost during a short broker outage: paho keeps every QoS 1 message until the broker acknowledges
 it and re-sends unacknowledged ones after reconnecting; `buffer_limit` bounds that queue per node and a
@@ -30,6 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from sensors.contract import STATUS_OFFLINE, STATUS_ONLINE, JobEvent, NodeSample, Topics
+from sensors.mqtt_io import BufferedClient
 from sensors.mqtt_url import BrokerUrl
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ RECONNECT_MAX_S: Final = 30.0
 RECONNECT_JITTER: Final = 0.2
 # Client that publishes job events (it has no last will: a job's end is an explicit event).
 EVENTS_CONNECTION: Final = "_events"
+# PUBACKs handled per connection per poll (a connection with 1,000 in flight gets them all in one poll).
+READ_PACKETS_PER_POLL: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -106,13 +111,14 @@ class _Connection:
         self.settings = settings
         self.stats = stats
         self.will_topic = will_topic
+        self.telemetry_topic: str | None = None
         self.rng = rng
         self.connected = False
         self.closing = False
         self.next_attempt_s = 0.0
         self.backoff_s = settings.reconnect_min_s
         self.ever_connected = False
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"{settings.client_id_prefix}-{settings.topics.cluster}-{name}",
             protocol=mqtt.MQTTv311,
@@ -177,9 +183,9 @@ class _Connection:
 
     def abort(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a crashed host would: the broker sends the will."""
-        sock = self.client.socket()
+        sock = self.client.buffered_socket()
         if sock is not None:
-            sock.close()
+            sock.abort()
         self.connected = False
 
 
@@ -216,9 +222,12 @@ class PublisherHub:
         """Queue one node's telemetry (QoS 1). False when the node's buffer is full (counted as dropped)."""
         if sample.node in self._silent:
             return False
-        topics = self.settings.topics
-        connection = self._connection(sample.node, topics.status(sample.node))
-        return connection.publish(topics.telemetry(sample.node), orjson.dumps(sample.to_payload()))
+        connection = self._connections.get(sample.node)
+        if connection is None:
+            connection = self._connection(sample.node, self.settings.topics.status(sample.node))
+        if connection.telemetry_topic is None:  # validated and built once per node
+            connection.telemetry_topic = self.settings.topics.telemetry(sample.node)
+        return connection.publish(connection.telemetry_topic, orjson.dumps(sample.to_payload()))
 
     def publish_event(self, event: JobEvent) -> bool:
         """Queue one job event (QoS 1) on the events connection."""
@@ -246,11 +255,13 @@ class PublisherHub:
             if name in self._silent:
                 continue
             connection.maybe_connect(now)
-            sock = connection.client.socket()
+            client = connection.client
+            sock = client.socket()
             if sock is None:
                 continue
+            client.flush_socket()  # everything published since the last poll, in one send
             readers.append((sock, connection))
-            if connection.client.want_write():
+            if client.wants_write():
                 writers.append((sock, connection))
         if not readers:
             if timeout_s > 0:
@@ -264,9 +275,9 @@ class PublisherHub:
         except (OSError, ValueError):  # a socket closed under us: the next poll reconnects
             readable, writable = [], []
         for sock in writable:
-            by_sock[id(sock)].client.loop_write()
+            by_sock[id(sock)].client.flush_socket()
         for sock in readable:
-            by_sock[id(sock)].client.loop_read(max_packets=10_000)
+            by_sock[id(sock)].client.read_available(READ_PACKETS_PER_POLL)
         for _, connection in readers:
             connection.client.loop_misc()
 

@@ -36,6 +36,27 @@ def test_a_node_goes_stale_after_three_of_its_intervals_without_telemetry() -> N
     assert live.status == "online"
 
 
+def test_a_fast_node_folded_in_batches_is_not_called_stale_between_batches() -> None:
+    # 140 samples/s (the ingest benchmark's rate per node), folded every 0.25 s by the service.
+    state = TwinState(default_interval_s=1.0, min_interval_s=0.25)
+    for k in range(140):
+        state.fold_message("c1", "n01", 100.0 + k / 140, received_s=100.25)
+    live = state.nodes[("c1", "n01")]
+    assert live.interval_s < 0.02  # learnt from the samples' spacing
+    assert state.check_stale(100.25 + 0.5) == []  # one batch late is normal, not stale
+    assert state.check_stale(100.25 + 0.8) == [("c1", "n01")]  # 3 × the 0.25 s floor
+
+
+def test_a_newer_sample_is_never_a_duplicate_and_an_old_one_is_found() -> None:
+    state = TwinState()
+    for ts in (1.0, 2.0, 3.0):
+        state.fold_message("c1", "n01", ts, received_s=ts)
+    assert not state.is_duplicate("c1", "n01", 4.0)
+    assert state.is_duplicate("c1", "n01", 2.0)
+    assert not state.is_duplicate("c1", "n01", 2.5)
+    assert not state.is_duplicate("c1", "n02", 1.0)
+
+
 def test_redelivered_samples_are_recognised() -> None:
     state = TwinState()
     state.fold_message("c1", "n01", 5.0, received_s=5.0)

@@ -278,7 +278,15 @@ def register(sub: Any) -> None:
     p.add_argument("--topic-root", default="gpu-twin/v1")
     p.add_argument("--shared-group", default=None, help="subscribe as $share/<group>/… (split the load)")
     p.add_argument("--client-id", default="twin-serve", help="fixed: the broker keeps this session")
-    p.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5")
+    p.add_argument(
+        "--mqtt-version",
+        choices=("5", "3.1.1"),
+        default="5",
+        help="5 (default) sets its own in-flight window (Receive Maximum), so it works with any broker "
+        "configuration; 3.1.1 costs ~20%% less CPU per message but relies on the broker's "
+        "max_inflight_messages (deploy/mosquitto/mosquitto.conf: 10000; Mosquitto's default of 20 would "
+        "let only 20 messages through per batch, since messages are acknowledged only after commit)",
+    )
     p.add_argument("--batch-messages", type=int, default=2_000)
     p.add_argument("--batch-delay-s", type=float, default=0.25)
     p.add_argument(

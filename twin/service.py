@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import threading
 import time
 from collections import Counter, deque
@@ -32,11 +33,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sensors.contract import DEFAULT_TOPIC_ROOT, TopicKind, Topics
+from sensors.mqtt_io import BufferedClient
 from sensors.mqtt_url import BrokerUrl
 from twin.decode import Decoder, DecoderSettings, RejectReason, excerpt
+from twin.quarantine import is_transient, write_isolating
 from twin.records import IngestBatch, RejectRecord
 from twin.state import TwinState
-from twin.store.repository import Store
+from twin.store.repository import Store, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ WRITE_RETRY_MAX_S: Final = 5.0
 SHUTDOWN_FLUSH_S: Final = 30.0
 # End-to-end latencies (sample timestamp → commit) kept for percentiles.
 LATENCY_SAMPLES: Final = 200_000
+# Packets handled per loop step before the loop cuts batches, checks staleness and releases acks.
+MAX_PACKETS_PER_STEP: Final = 5_000
 SHARED_SUBSCRIPTION_PREFIX: Final = "$share"
 
 
@@ -109,6 +114,7 @@ class ServiceStats:
     rows_inserted: int = 0
     rows_ignored_in_store: int = 0
     write_errors: int = 0
+    store_refused: int = 0  # records the store refused for their content (stored as rejects)
     acked: int = 0
     stale_marked: int = 0
     connects: int = 0
@@ -131,6 +137,7 @@ class ServiceStats:
             "rows_inserted": self.rows_inserted,
             "rows_ignored_in_store": self.rows_ignored_in_store,
             "write_errors": self.write_errors,
+            "store_refused": self.store_refused,
             "acked": self.acked,
             "stale_marked": self.stale_marked,
             "connects": self.connects,
@@ -170,6 +177,8 @@ class IngestService:
         self.settings = settings
         self.store = store
         self.state = state or TwinState(settings.telemetry_interval_s)
+        # Samples are folded once per batch: a node cannot look fresher than the batch delay.
+        self.state.min_interval_s = max(self.state.min_interval_s, settings.batch_max_delay_s)
         self.stats = ServiceStats()
         self.decoder = Decoder(settings.decoder)
         self._clock = clock
@@ -185,14 +194,14 @@ class IngestService:
         self._next_stale_check = 0.0
 
     # --- MQTT -------------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         s = self.settings
         if s.mqtt_version == 5:
-            client = mqtt.Client(
+            client = BufferedClient(
                 CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv5, manual_ack=True
             )
         else:
-            client = mqtt.Client(
+            client = BufferedClient(
                 CallbackAPIVersion.VERSION2,
                 client_id=s.client_id,
                 protocol=mqtt.MQTTv311,
@@ -300,12 +309,9 @@ class IngestService:
             delay = WRITE_RETRY_MIN_S
             while True:
                 try:
-                    result = self.store.write_batch(job.batch)
-                    for cluster in sorted({c for c, _ in job.stale}):
-                        nodes = [n for c, n in job.stale if c == cluster]
-                        self.store.mark_stale(cluster, nodes, self._clock())
+                    result = self._commit(job)
                     break
-                except Exception as exc:
+                except Exception as exc:  # transient only: `_commit` isolates records the store refuses
                     self.stats.write_errors += 1
                     log.warning("database write failed (%s); retrying in %.1f s", type(exc).__name__, delay)
                     if self._writer_stop.wait(delay):
@@ -319,6 +325,35 @@ class IngestService:
             self.stats.stale_marked += len(job.stale)
             self.stats.latencies_s.extend(committed - ts for ts in job.sample_ts)
             self._acks.put(job.acks)
+
+    def _commit(self, job: _WriteJob) -> WriteResult:
+        """Write one batch and mark its stale nodes. Raises only errors worth retrying (`is_transient`).
+
+        When the store refuses the batch for its content, `write_isolating` stores every other record
+        and turns the refused ones into `store_refused` rejects, so one bad record cannot stall ingestion.
+        """
+        try:
+            result = self.store.write_batch(job.batch)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("the store refused a batch (%s: %s); isolating the records", type(exc).__name__, exc)
+            isolated = write_isolating(
+                self.store, job.batch, self._clock(), topic_root=self.settings.topic_root
+            )
+            result = isolated.written
+            for reject in isolated.refused:
+                self.stats.rejects[reject.reason] += 1
+            self.stats.store_refused += len(isolated.refused)
+        for cluster in sorted({c for c, _ in job.stale}):
+            nodes = [n for c, n in job.stale if c == cluster]
+            try:
+                self.store.mark_stale(cluster, nodes, self._clock())
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.error("could not mark nodes stale in the store (%s); the live state has them", exc)
+        return result
 
     def _release_acks(self) -> None:
         client = self._client
@@ -348,7 +383,11 @@ class IngestService:
         self._client.reconnect_delay_set(1, 30)
 
     def step(self, timeout_s: float = 0.02) -> None:
-        """One iteration: network I/O, cut a batch when due, stale check, release committed acks."""
+        """One iteration: network I/O, cut a batch when due, stale check, release committed acks.
+
+        paho is driven through its external-loop API on a `BufferedClient`: one `select`, then every
+        packet already received (one `recv` per 256 KiB), and all PUBACKs of the step in one `send`.
+        """
         client = self._client
         if client.socket() is None:
             try:
@@ -357,7 +396,7 @@ class IngestService:
                 log.warning("broker unreachable (%s)", exc)
                 time.sleep(min(timeout_s * 10, 1.0))
                 return
-        client.loop(timeout=timeout_s)
+        self._network_io(timeout_s)
         now = self._clock()
         stale: list[tuple[str, str]] = []
         if now >= self._next_stale_check:
@@ -370,6 +409,25 @@ class IngestService:
         if due or stale:
             self._cut_batch(now, stale)
         self._release_acks()
+        client.flush_socket()
+
+    def _network_io(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the socket, read what has arrived, write what is queued, keep alive."""
+        client = self._client
+        sock = client.buffered_socket()
+        if sock is None:
+            return
+        wait_s = 0.0 if sock.pending() > 0 else timeout_s
+        try:
+            readable, writable, _ = select.select([sock], [sock] if client.wants_write() else [], [], wait_s)
+        except (OSError, ValueError):  # closed under us: paho notices on the next read and reconnects
+            readable, writable = [sock], []
+        if writable:
+            client.flush_socket()
+        if readable or sock.pending() > 0:
+            client.read_available(MAX_PACKETS_PER_STEP)
+        if client.socket() is not None:
+            client.loop_misc()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; then commit what was received, acknowledge it and disconnect."""
@@ -386,17 +444,16 @@ class IngestService:
             self._cut_batch(self._clock(), [])
         self._writes.put(None)
         deadline = time.monotonic() + flush_timeout_s
+        client = self._client
         while self._writer.is_alive() and time.monotonic() < deadline:
             self._writer.join(timeout=0.05)
             self._release_acks()
-            if self._client.socket() is not None:
-                self._client.loop(timeout=0.0)
+            if client.socket() is not None:
+                client.flush_socket()
         self._writer_stop.set()
         self._writer.join(timeout=5.0)
         self._release_acks()
-        if self._client.socket() is not None:
-            for _ in range(20):  # let the last PUBACKs leave before DISCONNECT
-                self._client.loop(timeout=0.01)
-                if not self._client.want_write():
-                    break
-            self._client.disconnect()
+        if client.socket() is not None:
+            client.flush_socket()
+            client.disconnect()  # BufferedSocket.close() hands over the last PUBACKs and DISCONNECT
+            client.flush_socket()

@@ -76,10 +76,16 @@ class JobLive:
 class TwinState:
     """Thread-safe live state; `snapshot()` gives a JSON-able copy for readers."""
 
-    def __init__(self, default_interval_s: float = 1.0) -> None:
+    def __init__(self, default_interval_s: float = 1.0, *, min_interval_s: float = 0.0) -> None:
+        """`min_interval_s` floors the learnt interval in the stale check: a reader that folds samples
+        in batches (the service, every `batch_max_delay_s`) cannot see a node more often than that, however
+        fast the node publishes."""
         if not default_interval_s > 0:
             raise ValueError(f"default_interval_s(={default_interval_s}) must be > 0.")
+        if not min_interval_s >= 0:
+            raise ValueError(f"min_interval_s(={min_interval_s}) must be ≥ 0.")
         self.default_interval_s = default_interval_s
+        self.min_interval_s = min_interval_s
         self.nodes: dict[NodeKey, NodeLive] = {}
         self.gpus: dict[GpuKey, TelemetryTuple] = {}
         self.jobs: dict[tuple[str, str], JobLive] = {}
@@ -95,7 +101,9 @@ class TwinState:
     def is_duplicate(self, cluster: str, node: str, ts: float) -> bool:
         """True when this node's sample at `ts` was already folded (a QoS 1 redelivery)."""
         live = self.nodes.get((cluster, node))
-        return live is not None and ts in live.recent_ts
+        if live is None or live.last_ts is None or ts > live.last_ts:
+            return False  # newer than anything folded: the common case costs no scan
+        return ts in live.recent_ts
 
     def fold_message(self, cluster: str, node: str, ts: float, received_s: float) -> None:
         """Record that a telemetry message for (cluster, node) at `ts` arrived at `received_s`."""
@@ -156,11 +164,12 @@ class TwinState:
     def check_stale(self, now_s: float) -> list[NodeKey]:
         """Mark nodes silent for more than STALE_AFTER_INTERVALS intervals as `stale`; return the new ones."""
         newly: list[NodeKey] = []
+        floor_s = self.min_interval_s
         with self._lock:
             for key, live in self.nodes.items():
                 if live.status != "online" or live.last_received_s is None:
                     continue
-                if now_s - live.last_received_s > STALE_AFTER_INTERVALS * live.interval_s:
+                if now_s - live.last_received_s > STALE_AFTER_INTERVALS * max(live.interval_s, floor_s):
                     live.status = "stale"
                     newly.append(key)
         return newly

@@ -9,6 +9,6 @@ reports counts, rejects and quiet nodes.
 """
 
 from twin.store.repository import Store, WriteResult
-from twin.store.urls import DEFAULT_DB_URL, StoreError
+from twin.store.urls import DEFAULT_DB_URL, StoreError, StoreUnavailable
 
-__all__ = ["DEFAULT_DB_URL", "Store", "StoreError", "WriteResult"]
+__all__ = ["DEFAULT_DB_URL", "Store", "StoreError", "StoreUnavailable", "WriteResult"]

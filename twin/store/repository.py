@@ -71,7 +71,7 @@ from twin.store.schema import (
     TelemetryRollupRow,
     TelemetryRow,
 )
-from twin.store.urls import DEFAULT_DB_URL, StoreError, normalize_url, redact_url
+from twin.store.urls import DEFAULT_DB_URL, StoreError, StoreUnavailable, normalize_url, redact_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,6 +81,7 @@ __all__ = [
     "EVENT_STATES",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "WriteResult",
     "normalize_url",
     "redact_url",
@@ -777,7 +778,7 @@ def _driver_connection(conn: Connection) -> Any:
     """The DBAPI driver's own connection under `conn` (sqlite3 or psycopg), inside its transaction."""
     driver = conn.connection.driver_connection
     if driver is None:  # only after the connection was invalidated
-        raise StoreError("database connection(=None) was invalidated; retry the batch.")
+        raise StoreUnavailable("database connection(=None) was invalidated; retry the batch.")
     return driver
 
 

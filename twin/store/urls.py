@@ -20,6 +20,10 @@ class StoreError(TwinError, ValueError):
     """A store URL, argument or record is invalid; the message names the field and the value."""
 
 
+class StoreUnavailable(StoreError):  # noqa: N818 (named like sensors.errors.SensorUnavailable)
+    """The database cannot be reached right now (retry the same write later); not a problem with the data."""
+
+
 def normalize_url(url: str) -> str:
     """A SQLAlchemy URL for a supported backend: `sqlite:///PATH` or `postgresql+psycopg://…`.
 
