@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_store",
     "bench_ingest",
     "bench_faults",
+    "bench_sim",
 )
 
 

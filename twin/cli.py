@@ -430,10 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main example end to end")
     p.set_defaults(func=cmd_demo)
 
-    from twin import cli_store, cli_telemetry
+    from twin import cli_sim, cli_store, cli_telemetry
 
     cli_telemetry.register(sub)
     cli_store.register(sub)
+    cli_sim.register(sub)
     return parser
 
 

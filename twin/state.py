@@ -9,6 +9,7 @@ publishing interval.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -57,6 +58,7 @@ class JobLive:
     started_ts: float | None = None
     updated_ts: float = 0.0
     last_step: int | None = None
+    last_checkpoint_step: int | None = None  # newest checkpoint event's step (work after it is at risk)
     tokens: float | None = None
     model: dict[str, Any] | None = None
     layout: dict[str, Any] | None = None
@@ -153,6 +155,8 @@ class TwinState:
                 job.step_times_s.append(record.step_time_s)
             if record.step is not None and (job.last_step is None or record.step > job.last_step):
                 job.last_step = record.step
+            if record.event == "checkpoint" and record.step is not None:
+                job.last_checkpoint_step = max(job.last_checkpoint_step or 0, record.step)
             if record.tokens is not None:
                 job.tokens = max(job.tokens or 0.0, record.tokens)
             if record.ts >= job.updated_ts:  # the newest event decides the state; late ones do not
@@ -160,6 +164,26 @@ class TwinState:
                 job.updated_ts = record.ts
                 if record.event == "fail":
                     job.reason = record.reason
+
+    def mark_stale(self, cluster: str, node: str) -> None:
+        """Mark a known node `stale` (e.g. restoring a state the store recorded)."""
+        with self._lock:
+            self._node(cluster, node).status = "stale"
+
+    def copy(self) -> TwinState:
+        """A consistent copy (taken under the lock) for readers that work on it at length, e.g. a fork
+        of the simulation, while the service keeps folding into the original."""
+        out = TwinState(self.default_interval_s, min_interval_s=self.min_interval_s)
+        with self._lock:
+            for key, node in self.nodes.items():
+                recent = deque(node.recent_ts, RECENT_TS_PER_NODE)
+                out.nodes[key] = dataclasses.replace(node, recent_ts=recent)
+            out.gpus = dict(self.gpus)
+            for key, job in self.jobs.items():
+                out.jobs[key] = dataclasses.replace(
+                    job, step_times_s=deque(job.step_times_s, STEP_TIMES_PER_JOB)
+                )
+        return out
 
     def check_stale(self, now_s: float) -> list[NodeKey]:
         """Mark nodes silent for more than STALE_AFTER_INTERVALS intervals as `stale`; return the new ones."""
@@ -201,6 +225,7 @@ class TwinState:
                     "started_ts": job.started_ts,
                     "updated_ts": job.updated_ts,
                     "last_step": job.last_step,
+                    "last_checkpoint_step": job.last_checkpoint_step,
                     "tokens": job.tokens,
                     "observed_step_time_s": job.observed_step_time_s,
                     "model": job.model,

@@ -745,14 +745,23 @@ class Store:
         """Every job row (state, steps, tokens, model/layout JSON …), by cluster and job id."""
         return self._rows(_JOBS, cluster, ("cluster", "job_id"))
 
-    def job_events(self, job_id: str, cluster: str | None = None) -> list[dict[str, Any]]:
-        """A job's stored events in time order (ties: start, step, checkpoint, end, fail)."""
+    def job_events(
+        self, job_id: str, cluster: str | None = None, *, newest: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A job's stored events in time order (ties: start, step, checkpoint, end, fail); with `newest`,
+        only the last `newest` of them (a long job has one step event per reporting interval)."""
         e = _EVENTS
         query = select(e).where(e.c.job_id == job_id)
         if cluster is not None:
             query = query.where(e.c.cluster == cluster)
+        if newest is not None:
+            if isinstance(newest, bool) or not isinstance(newest, int) or newest < 0:
+                raise StoreError(f"newest(={newest!r}) must be an integer ≥ 0.")
+            query = query.order_by(e.c.ts.desc(), e.c.id.desc()).limit(newest)
+        else:
+            query = query.order_by(e.c.ts, e.c.id)
         with self._read() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query.order_by(e.c.ts, e.c.id))]
+            rows = [dict(r._mapping) for r in conn.execute(query)]
         rows.sort(key=lambda r: (r["ts"], EVENT_STATES[r["event"]][1], r["step_key"]))
         return rows
 
