@@ -28,7 +28,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from sensors.sim_profiles import require_finite
+from sensors.sim_profiles import SimulationError, require_finite
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -108,6 +108,31 @@ class FailureModel:
         self._onset_s = np.zeros(n, dtype=np.float64)
         self._end_s = np.full(n, np.inf, dtype=np.float64)
         self._fails = np.zeros(n, dtype=np.bool_)
+        self._scheduled: list[tuple[float, int, int]] = []  # (at_s, flat GPU index, XID)
+
+    def schedule_gpu_failure(self, gpu_index: int, at_s: float, xid: int = XID_FALLEN_OFF_BUS) -> None:
+        """Make GPU `gpu_index` (flat, node-major) fail at the first poll at or after `at_s`: XID 79 (falls
+        off the bus) or XID 48 (double-bit ECC error), whatever the random draws say (demos, tests)."""
+        if not 0 <= gpu_index < self.sbe.size:
+            raise SimulationError(f"gpu_index(={gpu_index}) must be in [0, {self.sbe.size}).")
+        if xid not in (XID_FALLEN_OFF_BUS, XID_DBE):
+            raise SimulationError(f"xid(={xid}) must be {XID_FALLEN_OFF_BUS} or {XID_DBE}.")
+        self._scheduled.append((require_finite("at_s", at_s), gpu_index, xid))
+
+    def _scheduled_due(self, now_s: float) -> tuple[IntArray, IntArray]:
+        """(DBE GPUs, off-bus GPUs) of the scheduled failures due by `now_s`, applied."""
+        due = [(g, xid) for at_s, g, xid in self._scheduled if at_s <= now_s]
+        self._scheduled = [item for item in self._scheduled if item[0] > now_s]
+        alive = ~self.drained & ~self.off_bus
+        dbe = np.array(sorted({g for g, x in due if x == XID_DBE and alive[g]}), dtype=np.int64)
+        off = np.array(sorted({g for g, x in due if x == XID_FALLEN_OFF_BUS and alive[g]}), dtype=np.int64)
+        self.dbe[dbe] += 1
+        self.xid[dbe] = XID_DBE
+        self.drained[dbe] = True
+        self.off_bus[off] = True
+        self.xid[off] = XID_FALLEN_OFF_BUS
+        self._degrading[np.concatenate([dbe, off])] = False
+        return dbe, off
 
     @property
     def scale(self) -> float:
@@ -121,6 +146,15 @@ class FailureModel:
 
     def advance(self, prev_s: float, now_s: float) -> FailureOutcome:
         """Draw what happens in (prev_s, now_s] and apply it; failures are stamped `now_s`."""
+        forced_dbe, forced_off = self._scheduled_due(now_s)
+        outcome = self._advance_random(prev_s, now_s)
+        return FailureOutcome(
+            np.union1d(outcome.dbe_gpus, forced_dbe).astype(np.int64),
+            np.union1d(outcome.off_bus_gpus, forced_off).astype(np.int64),
+            outcome.silent_nodes,
+        )
+
+    def _advance_random(self, prev_s: float, now_s: float) -> FailureOutcome:
         empty = np.zeros(0, dtype=np.int64)
         dt = now_s - prev_s
         if dt <= 0.0 or self._scale == 0.0:

@@ -167,6 +167,16 @@ class SimulatedCluster:
         silent = tuple(self.node_names[i] for i in np.flatnonzero(self._failures.node_silent))
         return SourceReading(samples=samples, events=tuple(events), silent_nodes=silent)
 
+    def schedule_gpu_failure(self, node: str, gpu: int, at_s: float, xid: int = 79) -> None:
+        """Make `node`'s GPU `gpu` fail at the first read at or after `at_s` (unix s): XID 79, it falls off
+        the bus, or XID 48, a double-bit ECC error; the job on it fails as with a drawn failure."""
+        if node not in self.node_names:
+            raise SimulationError(f"node(={node!r}) is not a node of this cluster.")
+        if not 0 <= gpu < self.gpus_per_node:
+            raise SimulationError(f"gpu(={gpu}) must be in [0, {self.gpus_per_node}).")
+        index = self.node_names.index(node) * self.gpus_per_node + gpu
+        self._failures.schedule_gpu_failure(index, at_s, xid)
+
     # --- commands ----------------------------------------------------------------------------------
 
     def set_power_cap(self, node: str, power_cap_w: float | None) -> None:

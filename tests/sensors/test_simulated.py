@@ -572,3 +572,24 @@ def test_reading_64_nodes_of_8_gpus_takes_well_under_10_ms() -> None:
         times.append(time.perf_counter() - start)
     assert sum(len(s.gpus) for s in reading.samples) == 512
     assert float(np.median(times)) < 0.010
+
+
+def test_a_scheduled_gpu_failure_happens_on_time_and_fails_the_job_on_it() -> None:
+    cluster = SimulatedCluster(nodes=8, gpus_per_node=8, seed=3, failure_rate_scale=0.0)
+    t0 = 1_800_000_000.0
+    first = cluster.read(t0)
+    busy = next(e.nodes for e in first.events if e.event is JobEventKind.START)
+    cluster.schedule_gpu_failure(busy[0], 5, at_s=t0 + 60.0)
+    before = cluster.read(t0 + 30.0)
+    assert not any(e.event is JobEventKind.FAIL for e in before.events)
+    after = cluster.read(t0 + 61.0)
+    fail = [e for e in after.events if e.event is JobEventKind.FAIL]
+    assert len(fail) == 1 and fail[0].reason is not None and "XID 79" in fail[0].reason
+    sample = next(s for s in after.samples if s.node == busy[0])
+    assert {g.index: g.xid_last for g in sample.gpus}[5] == 79  # reported once with its XID ...
+    later = next(s for s in cluster.read(t0 + 62.0).samples if s.node == busy[0])
+    assert 5 not in {g.index for g in later.gpus}  # ... then gone from its node's readings
+    with pytest.raises(SimulationError, match="gpu"):
+        cluster.schedule_gpu_failure(busy[0], 8, at_s=t0)
+    with pytest.raises(SimulationError, match="xid"):
+        cluster.schedule_gpu_failure(busy[0], 1, at_s=t0, xid=13)
