@@ -86,9 +86,12 @@ class Scenario:
     serves: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     restarted_at: float | None = None  # time.time() when a replacement service had connected
+    shared_group: str | None = None  # instances subscribe as $share/<group>/… and split the messages
+    instances: int = 1
 
-    def start_serve(self) -> None:
+    def start_serve(self, instance: int = 0) -> None:
         stats = self.workdir / f"serve{len(self.serves) + 1}.json"
+        extra = ("--shared-group", self.shared_group) if self.shared_group else ()
         process = start_serve(
             self.broker.url,
             self.db_url,
@@ -96,10 +99,14 @@ class Scenario:
             "--cluster",
             self.cluster,
             "--verbose",
-            client_id=self.client_id,
+            *extra,
+            client_id=self.client_id if self.shared_group is None else f"{self.client_id}-{instance}",
         )
         self.serves.append((process, stats))
         wait_serve_connected(stats.with_suffix(".log"), process)
+
+    def running(self) -> list[subprocess.Popen[bytes]]:
+        return [process for process, _ in self.serves if process.poll() is None]
 
     @property
     def serve(self) -> subprocess.Popen[bytes]:
@@ -126,6 +133,18 @@ def kill_service(s: Scenario, smoke: bool) -> None:
     s.notes.append(
         f"service SIGKILLed, a new one with the same client id connected {time.monotonic() - killed:.1f} s "
         "later (the killed one's counters died with it)"
+    )
+
+
+def kill_one_of_two(s: Scenario, smoke: bool) -> None:
+    """Two instances share the load; SIGKILL instance 0 and start it again (same client id, same group)."""
+    stop_process(s.serves[0][0], signal.SIGKILL, 10.0)
+    killed = time.monotonic()
+    time.sleep(SERVICE_DOWN_SMOKE_S if smoke else SERVICE_DOWN_S)
+    s.start_serve(0)
+    s.notes.append(
+        f"2 instances in shared group {s.shared_group!r}; instance 0 SIGKILLed and started again "
+        f"{time.monotonic() - killed:.1f} s later while instance 1 kept serving"
     )
 
 
@@ -211,10 +230,13 @@ def run_scenario(
     broker = PrivateMosquitto(run_dir)
     broker.start()
     s = Scenario(run_dir, cluster, db_url, broker, client_id=f"bench-faults-{cluster}")
+    if fault is kill_one_of_two:
+        s.shared_group, s.instances = "bench", 2
     publisher: subprocess.Popen[bytes] | None = None
     probe = StoreProbe(db_url)
     try:
-        s.start_serve()
+        for instance in range(s.instances):
+            s.start_serve(instance)
         out = run_dir / "publisher.json"
         publisher = start_publisher(broker.url, cluster, NODES, rate, duration_s, out)
         started = out.with_name(out.name + ".started")
@@ -226,9 +248,8 @@ def run_scenario(
         if reap(publisher, duration_s + 300.0) is None:
             raise RuntimeError(f"the load publisher did not finish; see {out.with_suffix('.log')}")
         summary = read_json(out)
-        serving = s.serve
         completed_at = probe.wait_complete(
-            cluster, final_ts_by_node(summary), DRAIN_TIMEOUT_S, lambda: serving.poll() is None
+            cluster, final_ts_by_node(summary), DRAIN_TIMEOUT_S, lambda: bool(s.running())
         )
         expected_rows = len(published_keys(summary)) * GPUS_PER_NODE
         stored = probe.stored(cluster)
@@ -238,10 +259,17 @@ def run_scenario(
             stored = probe.stored(cluster)
         if stored is None:
             raise RuntimeError("the store could not be read after the run")
-        stop_process(s.serve, signal.SIGTERM, 60.0)
+        for process in s.running():
+            stop_process(process, signal.SIGTERM, 60.0)
         stats = [read_json(path) for _, path in s.serves if path.exists()]
         accounting = account(summary, stored)
         backlog = None
+        if s.shared_group is not None:
+            shares = [st["telemetry_messages"] for st in stats]
+            s.notes.append(
+                "telemetry messages per instance (stats of instances that exited cleanly): "
+                + ", ".join(f"{n:,}" for n in shares)
+            )
         if s.restarted_at is not None and stats:
             after = sum(1 for _, ts in published_keys(summary) if ts >= s.restarted_at)
             backlog = stats[-1]["telemetry_messages"] - after
@@ -321,7 +349,7 @@ def main(smoke: bool = False, argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="gpu-twin fault benchmark")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--only", choices=("broker", "service", "postgres"), action="append")
+    parser.add_argument("--only", choices=("broker", "service", "postgres", "shared"), action="append")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), action="append")
     args = parser.parse_args(argv if argv is not None else [])
     smoke = smoke or args.smoke
@@ -329,8 +357,14 @@ def main(smoke: bool = False, argv: Sequence[str] | None = None) -> None:
         "broker restart": restart_broker,
         "service kill -9": kill_service,
         "PostgreSQL down 30 s": stop_postgres,
+        "shared subscription, 2 instances, one kill -9": kill_one_of_two,
     }
-    keys = {"broker": "broker restart", "service": "service kill -9", "postgres": "PostgreSQL down 30 s"}
+    keys = {
+        "broker": "broker restart",
+        "service": "service kill -9",
+        "postgres": "PostgreSQL down 30 s",
+        "shared": "shared subscription, 2 instances, one kill -9",
+    }
     if smoke:
         plan = [("service kill -9", "sqlite")]
     else:
@@ -340,6 +374,8 @@ def main(smoke: bool = False, argv: Sequence[str] | None = None) -> None:
             ("broker restart", "postgresql"),
             ("service kill -9", "postgresql"),
             ("PostgreSQL down 30 s", "postgresql"),
+            ("shared subscription, 2 instances, one kill -9", "postgresql"),
+            ("shared subscription, 2 instances, one kill -9", "sqlite"),
         ]
     if args.only:
         plan = [(n, b) for n, b in plan if n in {keys[o] for o in args.only}]
