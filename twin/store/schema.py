@@ -297,3 +297,102 @@ class ScenarioRunRow(Base):
     result: Mapped[dict[str, Any]]
 
     __table_args__ = (Index("ix_scenario_runs_created_ts", "created_ts"),)
+
+
+# What a node did with a command (sensors.commands.OutcomeKind), plus `pending` before it reports.
+COMMAND_OUTCOMES: Final = ("pending", "applied", "dry_run", "rejected", "not_permitted", "failed")
+COMMAND_ID_CHARS: Final = 32  # sensors.commands.NONCE_HEX_CHARS
+ACTION_CHARS: Final = 32
+COMMAND_ADVICE_CHARS: Final = 256  # sensors.commands.MAX_REASON_CHARS
+COMMAND_DETAIL_CHARS: Final = 512  # sensors.commands.MAX_DETAIL_CHARS
+
+
+class CommandRow(Base):
+    """A command the twin issued (`outcome` pending until the node reports) or an outcome a node reported.
+
+    `command_id` is the command's nonce; `params` its parameters (JSON); `advice` the twin's reason for it;
+    `issued_ts`/`expires_ts` its validity. The node's report sets `outcome`, `outcome_ts` (the node's
+    clock), `reason` (a reject code or why not permitted) and `detail`. A report that matches no pending
+    command — a replay of an old command, a forgery, an unreadable payload (`command_id` NULL) — gets a
+    row of its own, so every command and every outcome is recorded.
+    """
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(_Name)
+    node: Mapped[str] = mapped_column(_Name)
+    command_id: Mapped[str | None] = mapped_column(String(COMMAND_ID_CHARS))
+    action: Mapped[str | None] = mapped_column(String(ACTION_CHARS))
+    params: Mapped[dict[str, Any] | None]
+    advice: Mapped[str | None] = mapped_column(String(COMMAND_ADVICE_CHARS))
+    issued_ts: Mapped[float | None]
+    expires_ts: Mapped[float | None]
+    outcome: Mapped[str] = mapped_column(String(16))
+    outcome_ts: Mapped[float | None]
+    reason: Mapped[str | None] = mapped_column(String(REASON_CHARS))
+    detail: Mapped[str | None] = mapped_column(String(COMMAND_DETAIL_CHARS))
+
+    __table_args__ = (
+        CheckConstraint(f"outcome IN {COMMAND_OUTCOMES!r}", name="ck_commands_outcome"),
+        Index("ix_commands_target", "cluster", "node", "command_id"),
+        Index("ix_commands_issued_ts", "issued_ts"),
+    )
+
+
+FORECAST_KINDS: Final = ("power", "duration", "failure")
+# What a forecast is about: a cluster, a node, one GPU (`node/index`) or a job.
+FORECAST_SCOPES: Final = ("cluster", "node", "gpu", "job")
+FORECAST_TARGET_CHARS: Final = 2 * SEGMENT_CHARS + 8  # "node/index" of a GPU, with room
+FORECAST_UNIT_CHARS: Final = 16
+MODEL_VERSION_CHARS: Final = 64
+TRACE_DATASET_CHARS: Final = 32
+TRACE_KEY_CHARS: Final = 128
+# A forecast's identity: writing one with the same values replaces it.
+FORECAST_IDENTITY: Final = ("kind", "cluster", "scope", "target", "made_at_ts", "horizon_s", "model_version")
+
+
+class ForecastRow(Base):
+    """A predictor's forecast (`models`; written by `twin.store.forecasts`): what it is about (`kind`,
+    `cluster`, `scope`, `target`), when it was made (`made_at_ts`) for how far ahead (`horizon_s`), its
+    quantiles `p10`/`p50`/`p90` in `unit` (W for power, s for duration, probability for failure, where
+    p50 is the probability and p10/p90 are NULL), and the `model_version` that made it (the registry's).
+
+    Unique on (kind, cluster, scope, target, made_at_ts, horizon_s, model_version): writing the same
+    forecast again replaces it.
+    """
+
+    __tablename__ = "forecasts"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    cluster: Mapped[str] = mapped_column(_Name)
+    scope: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(FORECAST_TARGET_CHARS))
+    made_at_ts: Mapped[float]
+    horizon_s: Mapped[float]
+    p10: Mapped[float | None]
+    p50: Mapped[float]
+    p90: Mapped[float | None]
+    unit: Mapped[str] = mapped_column(String(FORECAST_UNIT_CHARS))
+    model_version: Mapped[str] = mapped_column(String(MODEL_VERSION_CHARS))
+
+    __table_args__ = (
+        CheckConstraint(f"kind IN {FORECAST_KINDS!r}", name="ck_forecasts_kind"),
+        CheckConstraint(f"scope IN {FORECAST_SCOPES!r}", name="ck_forecasts_scope"),
+        UniqueConstraint(*FORECAST_IDENTITY, name="uq_forecasts_identity"),
+        Index("ix_forecasts_kind_made_at", "kind", "made_at_ts"),
+    )
+
+
+class TraceRecordRow(Base):
+    """One record of an imported public trace (`twin traces import`): its `dataset` (alibaba-2023,
+    titan, philly), its key in that dataset (pod name, GPU serial, row number) and its columns as JSON.
+    Importing the same file again replaces the records."""
+
+    __tablename__ = "trace_records"
+
+    dataset: Mapped[str] = mapped_column(String(TRACE_DATASET_CHARS), primary_key=True)
+    record_key: Mapped[str] = mapped_column(String(TRACE_KEY_CHARS), primary_key=True)
+    imported_ts: Mapped[float]
+    data: Mapped[dict[str, Any]]
