@@ -273,6 +273,11 @@ class Topics:
     def commands(self, node: str) -> str:
         return f"{self.root}/{self.cluster}/{check_segment('node', node)}/commands"
 
+    def command_outcome(self, node: str | None = None) -> str:
+        """Where `node` reports what it did with a command (`sensors.commands`); None: all nodes' filter."""
+        segment = "+" if node is None else check_segment("node", node)
+        return f"{self.root}/{self.cluster}/{segment}/commands/outcome"
+
     def job_events(self, job_id: str) -> str:
         return f"{self.root}/{self.cluster}/jobs/{check_segment('job_id', job_id)}/events"
 

@@ -1,11 +1,11 @@
 """Telemetry from the local GPUs through NVML (NVIDIA's `pynvml` bindings, package nvidia-ml-py).
 
 Read-only: the source initialises NVML, queries, registers for XID events and shuts down; it never changes
-a device setting. Vendor units are converted once, by `NVML_UNITS_PER_CONTRACT_UNIT`. Vendor errors are
-translated in one place (`_Nvml`): "this device does not report that metric" (`NVMLError_NotSupported` and
-kin) becomes None; NVML missing or unusable at start becomes `SensorUnavailable`; any other NVML failure
-while reading becomes `SensorError` naming the GPU and the fields. There is no silent fallback to simulated
-data.
+a device setting (`NvmlPowerLimits`, at the end, is the one writer: the command agent's power caps).
+Vendor units are converted once, by `NVML_UNITS_PER_CONTRACT_UNIT`. Vendor errors are translated in one
+place (`_Nvml`): "this device does not report that metric" (`NVMLError_NotSupported` and kin) becomes None;
+NVML missing or unusable at start becomes `SensorUnavailable`; any other NVML failure while reading becomes
+`SensorError` naming the GPU and the fields. There is no silent fallback to simulated data.
 
 XID errors reach NVML users only as events: the source registers each GPU for
 `nvmlEventTypeXidCriticalError` and drains the event set (timeout 0) on every read, remembering the last
@@ -334,3 +334,80 @@ def nvml_available(nvml_module: Any = None) -> tuple[bool, str]:
     if isinstance(driver, bytes):
         driver = driver.decode("ascii", errors="replace")
     return True, f"NVML sees {count} GPU(s), driver {driver}."
+
+
+class PowerLimitNotPermitted(SensorError):  # noqa: N818 (an outcome the agent reports, not a bug)
+    """NVML refused to change a power limit: no permission (not root) or not supported on this device."""
+
+
+# NVML error codes meaning "you may not set this here" (→ PowerLimitNotPermitted, outcome "not permitted").
+NOT_PERMITTED_ERRORS: Final = ("NVML_ERROR_NO_PERMISSION", "NVML_ERROR_NOT_SUPPORTED")
+
+
+class NvmlPowerLimits:
+    """Read and set the GPUs' power limits (W) through NVML: the one writer in this module, used only by
+    the command agent (`sensors.command_agent`) when it is told to apply commands.
+
+    NVML works in milliwatts (`nvmlDeviceGetPowerManagementLimitConstraints`, `…DefaultLimit`,
+    `nvmlDeviceSetPowerManagementLimit`); watts are converted here, once. Setting a limit needs root
+    (NVML_ERROR_NO_PERMISSION otherwise), which becomes `PowerLimitNotPermitted`; any other NVML failure
+    becomes `SensorError` naming the GPU. The constructor initialises NVML (reference-counted, so it may
+    coexist with an `NvmlSource`); `close()` shuts it down.
+    """
+
+    def __init__(self, *, nvml_module: Any = None) -> None:
+        self._nvml = _Nvml(nvml_module if nvml_module is not None else _import_pynvml())
+        count = self._nvml.start()
+        self._closed = False
+        nvml = self._nvml.module
+        self._not_permitted = frozenset(getattr(nvml, name) for name in NOT_PERMITTED_ERRORS)
+        try:
+            self._handles = tuple(nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count))
+        except self._nvml.error as exc:
+            self.close()
+            raise self._nvml.unavailable(exc) from exc
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self._handles)
+
+    def _call(self, index: int, what: str, function: str, *args: Any) -> Any:
+        if self._closed:
+            raise SensorError("NvmlPowerLimits is closed.")
+        try:
+            return getattr(self._nvml.module, function)(self._handles[index], *args)
+        except self._nvml.error as exc:
+            if self._nvml.code(exc) in self._not_permitted:
+                raise PowerLimitNotPermitted(
+                    f"NVML GPU {index} {what}: {type(exc).__name__} ({exc})."
+                ) from exc
+            raise SensorError(f"NVML GPU {index} {what}: {type(exc).__name__} ({exc}).") from exc
+
+    def constraints_w(self, index: int) -> tuple[float, float]:
+        """The (min, max) power limit the device accepts, W."""
+        low, high = self._call(index, "power limit range", "nvmlDeviceGetPowerManagementLimitConstraints")
+        return low / MW_PER_W, high / MW_PER_W
+
+    def limit_w(self, index: int) -> float:
+        """The power limit now in force, W."""
+        return float(self._call(index, "power limit", "nvmlDeviceGetPowerManagementLimit")) / MW_PER_W
+
+    def default_limit_w(self, index: int) -> float:
+        """The limit the device boots with, W (what "no cap" restores)."""
+        return (
+            float(self._call(index, "default power limit", "nvmlDeviceGetPowerManagementDefaultLimit"))
+            / MW_PER_W
+        )
+
+    def set_limit_w(self, index: int, power_limit_w: float) -> None:
+        """Set GPU `index`'s power limit; `PowerLimitNotPermitted` when NVML refuses (not root)."""
+        milliwatts = round(power_limit_w * MW_PER_W)
+        self._call(
+            index, f"set power limit {power_limit_w} W", "nvmlDeviceSetPowerManagementLimit", milliwatts
+        )
+
+    def close(self) -> None:
+        """Shut NVML down (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._nvml.stop()

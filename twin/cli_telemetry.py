@@ -1,7 +1,8 @@
 """`twin serve` and `twin sensors …`: the telemetry commands (heavy imports happen inside each handler).
 
 Settings come from flags, with `TWIN_*` environment variables as defaults, read here at the edge:
-TWIN_BROKER (broker URL), TWIN_DB (database URL), TWIN_CLUSTER (cluster name).
+TWIN_BROKER (broker URL), TWIN_DB (database URL), TWIN_CLUSTER (cluster name), TWIN_COMMAND_SECRET (the
+command loop's shared secret, when no --command-secret-file is given).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, TextIO
 
@@ -24,6 +25,8 @@ EMBEDDED_BROKER_PORT: Final = 1884
 EMBEDDED_BROKER_URL: Final = f"mqtt://127.0.0.1:{EMBEDDED_BROKER_PORT}"
 DEFAULT_DB_URL: Final = "sqlite:///twin.db"
 DEFAULT_CLUSTER: Final = "demo"
+# The shared HMAC secret of the command loop, when no --command-secret-file is given (never logged).
+COMMAND_SECRET_ENV: Final = "TWIN_COMMAND_SECRET"
 
 
 @contextmanager
@@ -131,7 +134,7 @@ def _hub(args: argparse.Namespace) -> Any:
     return PublisherHub(settings)
 
 
-def _publish(source: Any, args: argparse.Namespace, out: TextIO) -> int:
+def _publish(source: Any, args: argparse.Namespace, out: TextIO, agent: Any = None) -> int:
     from sensors.runner import run_source
 
     _configure_logging(args.verbose)
@@ -141,29 +144,102 @@ def _publish(source: Any, args: argparse.Namespace, out: TextIO) -> int:
         f"cluster {args.cluster!r} every {args.interval_s} s\n"
     )
     out.flush()
+    on_tick = None
+    if agent is not None:
+        agent.start()
+        mode = "applying" if agent.processor.apply else "dry-run (verify and report only)"
+        out.write(f"command agent: {mode}, listening on {len(agent.subscriptions)} command topic(s)\n")
+        out.flush()
+
+        def on_tick(_stats: Any) -> None:
+            agent.process_pending()
+
     try:
         with stop_on_signals() as stop:
-            stats = run_source(source, hub, args.interval_s, stop=stop, duration_s=args.duration_s)
+            stats = run_source(
+                source, hub, args.interval_s, stop=stop, duration_s=args.duration_s, on_tick=on_tick
+            )
     finally:
+        if agent is not None:
+            agent.close()
         source.close()
         hub.close(timeout_s=10.0)
-    out.write(
-        json.dumps(
-            {
-                "source": source.name,
-                "ticks": stats.ticks,
-                "samples": stats.samples,
-                "gpu_samples": stats.gpu_samples,
-                "events": stats.events,
-                "dropped": stats.dropped + hub.stats.dropped,
-                "acked": hub.stats.acked,
-                "unacked": hub.stats.unacked,
-                "reconnects": hub.stats.reconnects,
-            }
-        )
-        + "\n"
-    )
+    summary = {
+        "source": source.name,
+        "ticks": stats.ticks,
+        "samples": stats.samples,
+        "gpu_samples": stats.gpu_samples,
+        "events": stats.events,
+        "dropped": stats.dropped + hub.stats.dropped,
+        "acked": hub.stats.acked,
+        "unacked": hub.stats.unacked,
+        "reconnects": hub.stats.reconnects,
+    }
+    if agent is not None:
+        summary["commands"] = agent.stats.to_json()
+    out.write(json.dumps(summary) + "\n")
     return 0
+
+
+def read_command_secret(path: str | None, environ: Mapping[str, str] | None = None) -> Any:
+    """The command secret (`sensors.commands.CommandSecret`) from `path`, else $TWIN_COMMAND_SECRET, else
+    None. Raises `ContractError` (without the secret in its message) when it is unreadable or too short."""
+    from sensors.commands import CommandSecret
+    from sensors.errors import ContractError
+
+    env = os.environ if environ is None else environ
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return CommandSecret.from_text(fh.read())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ContractError(f"cannot read the command secret file {path}: {type(exc).__name__}") from None
+    from_env = env.get(COMMAND_SECRET_ENV)
+    return None if not from_env else CommandSecret.from_text(from_env)
+
+
+def _command_agent(source: Any, args: argparse.Namespace) -> Any:
+    """The command agent for a simulated or NVML source, or None when no command secret is configured."""
+    from pathlib import Path
+
+    from sensors.command_agent import (
+        AgentSettings,
+        CommandAgent,
+        CommandProcessor,
+        checkpoint_handler,
+        nvml_power_cap_handler,
+        simulated_power_cap_handler,
+    )
+    from sensors.commands import Action, CommandVerifier
+    from sensors.contract import Topics
+    from sensors.errors import ContractError
+    from sensors.mqtt_url import parse_broker_url
+
+    secret = read_command_secret(args.command_secret_file)
+    if secret is None:
+        if args.apply_commands:
+            raise ContractError(
+                f"--apply-commands needs a command secret (--command-secret-file or ${COMMAND_SECRET_ENV})."
+            )
+        return None
+    marker_dir = Path(args.checkpoint_marker_dir) if args.checkpoint_marker_dir else None
+    if source.name == "simulated":
+        nodes = tuple(source.node_names)
+        power = simulated_power_cap_handler(source)
+    else:
+        from sensors.nvml import NvmlPowerLimits
+
+        nodes = (args.node or _hostname(),)  # the name NvmlSource publishes under (_nvml_source)
+        limits = NvmlPowerLimits()
+        power = nvml_power_cap_handler(limits)
+    topics = Topics(args.cluster, args.topic_root)
+    verifier = CommandVerifier(secret, cluster=args.cluster, nodes=nodes)
+    handlers = {Action.POWER_CAP: power, Action.CHECKPOINT_NOW: checkpoint_handler(marker_dir)}
+    processor = CommandProcessor(verifier, handlers, apply=args.apply_commands)
+    agent = CommandAgent(AgentSettings(parse_broker_url(args.broker), topics, nodes), processor)
+    if source.name != "simulated":
+        agent.on_close.append(limits.close)
+    return agent
 
 
 def _nvml_source(args: argparse.Namespace) -> Any:
@@ -216,7 +292,15 @@ def cmd_sensors(args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> int:
     except SensorError as exc:
         sys.stderr.write(f"twin sensors {args.source_kind}: {exc}\n")
         return 2
-    return _publish(source, args, out)
+    agent = None
+    if getattr(args, "apply_commands", None) is not None and source.name in ("simulated", "nvml"):
+        try:
+            agent = _command_agent(source, args)
+        except SensorError as exc:
+            source.close()
+            sys.stderr.write(f"twin sensors {args.source_kind}: {exc}\n")
+            return 2
+    return _publish(source, args, out, agent)
 
 
 def cmd_record(args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> int:
@@ -261,6 +345,27 @@ def _add_simulate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--failure-rate-scale", type=float, default=1.0, help="multiply failure rates")
     p.add_argument("--node-prefix", default="n")
+
+
+def _add_command_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("commands from the twin (power cap, checkpoint now; see docs/feedback_loop.md)")
+    g.add_argument(
+        "--apply-commands",
+        action="store_true",
+        help="carry out verified commands (default: dry-run — verify, log and report what would be done); "
+        "needs a command secret",
+    )
+    g.add_argument(
+        "--command-secret-file",
+        default=None,
+        help=f"file holding the shared HMAC secret (default: ${COMMAND_SECRET_ENV}); without a secret "
+        "commands are not listened to",
+    )
+    g.add_argument(
+        "--checkpoint-marker-dir",
+        default=None,
+        help="write <job_id>.checkpoint-now.json here for the job to poll (default: only log the advisory)",
+    )
 
 
 def _add_source_flags(p: argparse.ArgumentParser) -> None:
@@ -309,6 +414,8 @@ def register(sub: Any) -> None:
         _add_publish_flags(k)
         _add_source_flags(k)
         _add_simulate_flags(k)
+        if kind in ("simulate", "nvml", "auto"):
+            _add_command_flags(k)
         k.set_defaults(func=cmd_sensors)
     k = kinds.add_parser("replay", help="replay a recorded CSV or Parquet trace")
     k.add_argument("file")
