@@ -28,7 +28,9 @@ BENCHMARKS = (
     "bench_store",
     "bench_ingest",
     "bench_faults",
+    "bench_models",
     "bench_sim",
+    "bench_dashboard",
 )
 
 

@@ -368,12 +368,12 @@ def cmd_seed_report(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    """Until the live demo lands: the example what-if end to end, and the best layouts for it."""
+def cmd_example(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    """The README's what-if example end to end, and the best layouts for it (no services needed)."""
     from twin.layout_sweep import sweep
     from twin.scenario import evaluate, parse
 
-    out.write("gpu-twin demo — what-if: Llama 3 70B, 15T tokens, 1,024 × H100 (TP8 PP4, ZeRO-1)\n\n")
+    out.write("gpu-twin example — what-if: Llama 3 70B, 15T tokens, 1,024 × H100 (TP8 PP4, ZeRO-1)\n\n")
     out.write(format_result(evaluate(EXAMPLE_SCENARIO)) + "\n\n")
     result = sweep(parse(EXAMPLE_SCENARIO), rank_by="time")
     out.write(
@@ -427,14 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_seed_report)
 
-    p = sub.add_parser("demo", help="run the main example end to end")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("example", help="the what-if example and its layout sweep, printed")
+    p.set_defaults(func=cmd_example)
 
-    from twin import cli_sim, cli_store, cli_telemetry
+    from twin import cli_advise, cli_dashboard, cli_demo, cli_models, cli_sim, cli_store, cli_telemetry
 
     cli_telemetry.register(sub)
     cli_store.register(sub)
     cli_sim.register(sub)
+    cli_advise.register(sub)
+    cli_demo.register(sub)
+    cli_dashboard.register(sub)
+    cli_models.register(sub)
     return parser
 
 

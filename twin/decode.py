@@ -357,27 +357,25 @@ def _compile_row_check() -> Callable[[tuple[Any, ...]], bool]:
     stays the single source of truth while the hot path runs straight-line comparisons (≈0.5 µs a row
     instead of ≈2 µs for a loop over the table). NaN fails every comparison, so it is rejected too.
     """
-    lines = ["def check(v):"]
-    for position, spec in enumerate(GPU_FIELDS):
-        lines.append(f"    x = v[{position}]")
+    names = [f"x{position}" for position in range(len(GPU_FIELDS))]
+    lines = ["def check(v):", f"    {', '.join(names)}, = v"]  # one unpack instead of a subscript per field
+    for x, spec in zip(names, GPU_FIELDS, strict=True):
         if spec.required:
-            lines.append("    if x is None: return False")
+            lines.append(f"    if {x} is None: return False")
             body = "    "
         else:
-            lines.append("    if x is not None:")
+            lines.append(f"    if {x} is not None:")
             body = "        "
         if spec.kind == "str":
-            lines.append(f"{body}if type(x) is not str or len(x) > {_MAX_UUID_CHARS}: return False")
+            lines.append(f"{body}if type({x}) is not str or len({x}) > {_MAX_UUID_CHARS}: return False")
             continue
         if spec.kind == "int":
-            lines.append(f"{body}if type(x) is not int: return False")
+            lines.append(f"{body}if type({x}) is not int: return False")
         else:
-            lines.append(f"{body}if type(x) is not float and type(x) is not int: return False")
-        conditions = [
-            f"x >= {spec.min_value!r}" if spec.min_value is not None else "",
-            f"x <= {spec.max_value!r}" if spec.max_value is not None else "",
-        ]
-        condition = " and ".join(c for c in conditions if c) or "x == x"
+            lines.append(f"{body}if type({x}) is not float and type({x}) is not int: return False")
+        low = f"{spec.min_value!r} <= " if spec.min_value is not None else ""
+        high = f" <= {spec.max_value!r}" if spec.max_value is not None else ""
+        condition = f"{low}{x}{high}" if low or high else f"{x} == {x}"  # chained; NaN fails it
         lines.append(f"{body}if not ({condition}): return False")
     lines.append("    return True")
     namespace: dict[str, Any] = {}
