@@ -87,6 +87,20 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> int:
         telemetry_interval_s=args.interval_s,
         decoder=DecoderSettings(topic_root=args.topic_root),
     )
+    predictors = None
+    if args.forecast_registry:
+        from pathlib import Path
+
+        from twin.forecasting import load_predictors
+        from twin.model_registry import RegistryError
+
+        try:
+            predictors = load_predictors(Path(args.forecast_registry))
+        except RegistryError as exc:
+            sys.stderr.write(f"twin serve: --forecast-registry: {exc}\n")
+            if embedded is not None:
+                embedded.stop()
+            return 2
     store = Store.open(args.db)
     service = IngestService(settings, store)
     out.write(
@@ -98,7 +112,22 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> int:
         with stop_on_signals() as stop:
             if args.duration_s is not None:
                 threading.Timer(args.duration_s, stop.set).start()
+            forecaster = None
+            if predictors is not None:
+                from twin.forecasting import forecast_loop
+
+                forecaster = threading.Thread(
+                    target=forecast_loop,
+                    args=(args.db, args.cluster, predictors, stop),
+                    kwargs={"every_s": args.forecast_every_s},
+                    name="twin-forecasts",
+                    daemon=True,
+                )
+                forecaster.start()
+                out.write(f"forecasts every {args.forecast_every_s:g} s from {args.forecast_registry}\n")
             service.run(stop)
+            if forecaster is not None:
+                forecaster.join(timeout=30.0)
     finally:
         store.close()
         if embedded is not None:
@@ -392,6 +421,12 @@ def register(sub: Any) -> None:
         "max_inflight_messages (deploy/mosquitto/mosquitto.conf: 10000; Mosquitto's default of 20 would "
         "let only 20 messages through per batch, since messages are acknowledged only after commit)",
     )
+    p.add_argument(
+        "--forecast-registry",
+        default=None,
+        help="model registry (twin models train): write power and GPU-risk forecasts periodically",
+    )
+    p.add_argument("--forecast-every-s", type=float, default=60.0, help="forecast period, s (default 60)")
     p.add_argument("--batch-messages", type=int, default=2_000)
     p.add_argument("--batch-delay-s", type=float, default=0.25)
     p.add_argument(

@@ -84,8 +84,8 @@ class _Reject(Exception):  # noqa: N818 (internal control flow, never escapes th
 
 
 _GPU_KEYS: Final = frozenset(f.name for f in GPU_FIELDS)
-# Every field in contract order in one C call: the common case of an entry that sends all fields (as
-# our sources and dcgm-exporter do) costs 0.32 µs instead of 0.68 µs per GPU (benchmarks/RESULTS.md).
+# Every field in contract order in one C call: extracting an entry that sends all fields (as our sources
+# and dcgm-exporter do) costs 0.21 µs instead of 0.78 µs per GPU (timeit, benchmarks/RESULTS.md).
 _ALL_FIELDS: Final = operator.itemgetter(*GPU_FIELD_NAMES)
 # Distinct topics whose parse is memoised (one per node and job; a cluster of 8,192 nodes fits).
 _TOPIC_CACHE_SIZE: Final = 16_384

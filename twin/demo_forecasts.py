@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from twin.forecasting import Predictors
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +33,9 @@ POWER_MODEL_NAME: Final = "power"
 RISK_MODEL_NAME: Final = "gpu-risk"
 
 
-@dataclass(frozen=True, slots=True)
-class DemoPredictors:
-    power: Any
-    power_version: str
-    risk: Any | None
-    risk_version: str | None
-    risk_horizon_s: float
-    risk_window_s: float
-    risk_bucket_s: float
-
-
 def train_demo_predictors(
     db_url: str, cluster: str, registry_dir: Path, *, live_start_ts: float, seed: int, gpu: str
-) -> DemoPredictors:
+) -> Predictors:
     """Generate the history, write it to the store, fit and save both predictors."""
     from models.failure import RISK_BUCKET_S, RISK_HORIZON_S, RISK_WINDOW_S, telemetry_risk_dataset
     from models.power import PowerForecaster
@@ -95,39 +85,9 @@ def train_demo_predictors(
     else:
         log.warning("the generated failure history has one class only; no GPU failure-risk forecasts")
     log.info("demo predictors trained in %.1f s", time.monotonic() - started)
-    return DemoPredictors(
+    return Predictors(
         power, power_card.version, risk, risk_version, RISK_HORIZON_S, RISK_WINDOW_S, RISK_BUCKET_S
     )
-
-
-def forecast_once(db_url: str, cluster: str, predictors: DemoPredictors) -> dict[str, int]:
-    """One round of forecasts from the store's newest telemetry; how many of each were written."""
-    from twin.predictors import forecast_failure_risk, forecast_power
-    from twin.store.repository import Store
-
-    with Store.open(db_url) as store:
-        newest = store.telemetry_frame(cluster, limit=1)
-        if newest.empty:
-            return {"power": 0, "failure": 0}
-        now_ts = float(newest["ts"].iloc[0])
-        written = {
-            "power": forecast_power(
-                store, predictors.power, predictors.power_version, now_ts=now_ts, cluster=cluster
-            )
-        }
-        written["failure"] = 0
-        if predictors.risk is not None and predictors.risk_version is not None:
-            written["failure"] = forecast_failure_risk(
-                store,
-                predictors.risk,
-                predictors.risk_version,
-                now_ts=now_ts,
-                cluster=cluster,
-                horizon_s=predictors.risk_horizon_s,
-                window_s=predictors.risk_window_s,
-                bucket_s=predictors.risk_bucket_s,
-            )
-    return written
 
 
 def forecast_loop(
@@ -141,14 +101,10 @@ def forecast_loop(
     seed: int,
     gpu: str,
 ) -> None:
-    """Train, then forecast every `every_s` until `stop` is set. A failed round is logged, not fatal."""
+    """Train, then forecast every `every_s` until `stop` is set (`twin.forecasting.forecast_loop`)."""
+    from twin.forecasting import forecast_loop as run_forecasts
+
     predictors = train_demo_predictors(
         db_url, cluster, registry_dir, live_start_ts=live_start_ts, seed=seed, gpu=gpu
     )
-    while not stop.is_set():
-        try:
-            written = forecast_once(db_url, cluster, predictors)
-            log.info("forecasts written: %s", written)
-        except Exception:  # a round that fails (e.g. too little fresh telemetry) is retried next time
-            log.exception("demo forecast round failed; retrying in %.0f s", every_s)
-        stop.wait(every_s)
+    run_forecasts(db_url, cluster, predictors, stop, every_s=every_s)
