@@ -624,47 +624,22 @@ def cmd_models_forecast(args: argparse.Namespace, out: TextIO, _stdin: TextIO) -
     """`twin models forecast`: power (and GPU risk) forecasts from the store's newest telemetry."""
 
     def body() -> int:
-        from models.failure import FailureRiskModel
-        from models.power import PowerForecaster
-        from twin.model_registry import RegistryError
-        from twin.predictors import forecast_failure_risk, forecast_power
+        from twin.forecasting import forecast_from_store, load_predictors
 
-        registry = _registry(args)
-        model, card = registry.load(POWER_MODEL, expected_type=PowerForecaster)
-        if model.uses_physics_:
-            raise _CommandError(
-                f"model {card.version} was fitted with a physics estimate (train --simulated), which the "
-                "store cannot supply; train the power model on the store (`twin models train --db URL`)."
+        predictors = load_predictors(_registry(args).root)
+        if predictors.risk is None:
+            print(
+                "note: no GPU failure-risk forecasts: no usable gpu-risk model in the registry",
+                file=sys.stderr,
             )
         store = _open_store(args.db)
         try:
-            newest = store.telemetry_frame(args.cluster, limit=1)
-            if newest.empty:
-                raise _CommandError(
-                    f"the store at {_redact(args.db)} holds no raw telemetry to forecast from"
-                )
-            now_ts = float(newest["ts"].iloc[0])
-            written = {
-                "power": forecast_power(store, model, card.version, now_ts=now_ts, cluster=args.cluster)
-            }
-            try:
-                risk, risk_card = registry.load(GPU_RISK_MODEL, expected_type=FailureRiskModel)
-            except RegistryError as exc:
-                written["failure"] = 0
-                print(f"note: no GPU failure-risk forecasts: {exc}", file=sys.stderr)
-            else:
-                written["failure"] = forecast_failure_risk(
-                    store,
-                    risk,
-                    risk_card.version,
-                    now_ts=now_ts,
-                    cluster=args.cluster,
-                    horizon_s=float(risk_card.data_range.get("horizon_s", 3600.0)),
-                    window_s=float(risk_card.data_range.get("window_s", 1800.0)),
-                    bucket_s=float(risk_card.data_range.get("bucket_s", 120.0)),
-                )
+            made = forecast_from_store(store, args.cluster, predictors)
         finally:
             store.close()
+        if made.made_at_ts is None:
+            raise _CommandError(f"the store at {_redact(args.db)} holds no raw telemetry to forecast from")
+        now_ts, written = made.made_at_ts, made.written
         if args.json:
             out.write(json.dumps({"made_at_ts": now_ts, "written": written}) + "\n")
         else:

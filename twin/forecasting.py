@@ -12,7 +12,10 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from twin.store.repository import Store
 
 log = logging.getLogger(__name__)
 
@@ -71,33 +74,43 @@ def load_predictors(registry_dir: Path) -> Predictors:
     )
 
 
-def forecast_once(db_url: str, cluster: str | None, predictors: Predictors) -> dict[str, int]:
-    """One round of forecasts from the store's newest telemetry; how many of each kind were written."""
+@dataclass(frozen=True, slots=True)
+class ForecastRound:
+    made_at_ts: float | None  # the newest telemetry's time; None when the store has none
+    written: dict[str, int]  # forecasts written, by kind (power, failure)
+
+
+def forecast_from_store(store: Store, cluster: str | None, predictors: Predictors) -> ForecastRound:
+    """One round of forecasts from `store`'s newest telemetry, written back to `store`."""
     from twin.predictors import forecast_failure_risk, forecast_power
+
+    newest = store.telemetry_frame(cluster, limit=1)
+    if newest.empty:
+        return ForecastRound(None, {"power": 0, "failure": 0})
+    now_ts = float(newest["ts"].iloc[0])
+    power, version = predictors.power, predictors.power_version
+    written = {"power": forecast_power(store, power, version, now_ts=now_ts, cluster=cluster)}
+    written["failure"] = 0
+    if predictors.risk is not None and predictors.risk_version is not None:
+        written["failure"] = forecast_failure_risk(
+            store,
+            predictors.risk,
+            predictors.risk_version,
+            now_ts=now_ts,
+            cluster=cluster,
+            horizon_s=predictors.risk_horizon_s,
+            window_s=predictors.risk_window_s,
+            bucket_s=predictors.risk_bucket_s,
+        )
+    return ForecastRound(now_ts, written)
+
+
+def forecast_once(db_url: str, cluster: str | None, predictors: Predictors) -> dict[str, int]:
+    """`forecast_from_store` on the store at `db_url`; how many of each kind were written."""
     from twin.store.repository import Store
 
     with Store.open(db_url) as store:
-        newest = store.telemetry_frame(cluster, limit=1)
-        if newest.empty:
-            return {"power": 0, "failure": 0}
-        now_ts = float(newest["ts"].iloc[0])
-        power, version = predictors.power, predictors.power_version
-        written = {
-            "power": forecast_power(store, power, version, now_ts=now_ts, cluster=cluster),
-            "failure": 0,
-        }
-        if predictors.risk is not None and predictors.risk_version is not None:
-            written["failure"] = forecast_failure_risk(
-                store,
-                predictors.risk,
-                predictors.risk_version,
-                now_ts=now_ts,
-                cluster=cluster,
-                horizon_s=predictors.risk_horizon_s,
-                window_s=predictors.risk_window_s,
-                bucket_s=predictors.risk_bucket_s,
-            )
-    return written
+        return forecast_from_store(store, cluster, predictors).written
 
 
 def forecast_loop(
