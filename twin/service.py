@@ -192,6 +192,7 @@ class IngestService:
         self._writer = threading.Thread(target=self._write_loop, name="twin-writer", daemon=True)
         self._client = self._make_client()
         self._next_stale_check = 0.0
+        self._closing = False  # set by shutdown(): the disconnect that follows is ours
 
     # --- MQTT -------------------------------------------------------------------------------------
     def _make_client(self) -> BufferedClient:
@@ -242,7 +243,10 @@ class IngestService:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
         self._connected.clear()
-        log.warning("disconnected from the broker (%s); paho reconnects with backoff", reason)
+        if self._closing:
+            log.info("disconnected from the broker (%s)", reason)
+        else:
+            log.warning("disconnected from the broker (%s); reconnecting with backoff", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if not self._pending:
@@ -455,5 +459,6 @@ class IngestService:
         self._release_acks()
         if client.socket() is not None:
             client.flush_socket()
+            self._closing = True
             client.disconnect()  # BufferedSocket.close() hands over the last PUBACKs and DISCONNECT
             client.flush_socket()
