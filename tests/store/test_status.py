@@ -13,6 +13,7 @@ import pytest
 from tests.store import node_samples, sample
 from twin import cli_store
 from twin.records import IngestBatch, JobEventRecord, NodeStatusRecord, RejectRecord
+from twin.store.forecasts import Forecast, write_forecasts
 from twin.store.repository import Store
 from twin.store.status import store_status
 from twin.store.urls import DEFAULT_DB_URL, StoreError
@@ -33,6 +34,8 @@ def fill(store: Store) -> None:
     )
     store.write_batch(batch)
     store.record_scenario_run({"model": {"preset": "llama3-8b"}}, {"fits": True}, "cli", T0)
+    forecast = Forecast("power", "c1", "cluster", "c1", T0, 60.0, p50=1_100.0, p10=1_000.0, p90=1_200.0)
+    write_forecasts(store, [forecast])
 
 
 def test_status_counts_rows_rejects_and_quiet_nodes(store: Store) -> None:
@@ -47,6 +50,9 @@ def test_status_counts_rows_rejects_and_quiet_nodes(store: Store) -> None:
         "job_events": 2,
         "rejects": 3,
         "scenario_runs": 1,
+        "forecasts": 1,
+        "commands": 0,
+        "trace_records": 0,
     }
     assert status.rejects_by_reason == {"not_json": 2, "ts_too_old": 1}
     assert status.newest_telemetry_ts == T0

@@ -10,6 +10,8 @@ from sqlalchemy import Table, func, or_, select
 
 from twin.store.repository import Store
 from twin.store.schema import (
+    CommandRow,
+    ForecastRow,
     GpuRow,
     JobEventRow,
     JobRow,
@@ -18,6 +20,7 @@ from twin.store.schema import (
     ScenarioRunRow,
     TelemetryRollupRow,
     TelemetryRow,
+    TraceRecordRow,
 )
 from twin.store.urls import StoreError
 
@@ -31,6 +34,9 @@ COUNTED: Final[dict[str, Table]] = {
     "job_events": cast(Table, JobEventRow.__table__),
     "rejects": cast(Table, RejectRow.__table__),
     "scenario_runs": cast(Table, ScenarioRunRow.__table__),
+    "forecasts": cast(Table, ForecastRow.__table__),
+    "commands": cast(Table, CommandRow.__table__),
+    "trace_records": cast(Table, TraceRecordRow.__table__),
 }
 
 
