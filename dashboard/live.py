@@ -340,7 +340,7 @@ class LiveData:
     nodes: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     step_times: dict[str, list[tuple[float, int | None, float]]]
-    power: pd.DataFrame  # ts, power_w, gpus (dashboard.queries.cluster_power_series)
+    power: pd.DataFrame  # ts, power_w, gpus (twin.store.power_history.cluster_power_series)
 
     @property
     def empty(self) -> bool:
@@ -353,7 +353,7 @@ def power_bucket_s(window_s: float) -> float:
 
 def read_live(store: Store, cluster: str, now_s: float, window_s: float, stale_after_s: float) -> LiveData:
     """Everything the live page shows, read from `store`."""
-    from dashboard.queries import cluster_power_series
+    from twin.store.power_history import cluster_power_series
 
     frame = telemetry_frame(store.latest_telemetry(cluster))
     nodes = store.nodes(cluster)

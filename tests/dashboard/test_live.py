@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from dashboard import live
-from dashboard.queries import cluster_power_series, hold_buckets
 from tests.dashboard.conftest import DEMO_GPUS_PER_NODE, DEMO_NODES, DemoStore
 from twin.records import TELEMETRY_COLUMNS
+from twin.store.power_history import cluster_power_series, hold_buckets
 from twin.store.repository import Store
 
 NOW = 1_700_000_000.0

@@ -1,4 +1,4 @@
-"""Read-only aggregates the live page needs that `twin.store.repository.Store` does not offer (yet).
+"""Cluster power history for the dashboard's live page: a read-only aggregate of the store.
 
 Like `twin.store.status`, this runs SQLAlchemy Core over the store's typed tables through `store.engine`
 and never writes. `cluster_power_series` is bounded whatever the store's size: SQL reduces the window to
