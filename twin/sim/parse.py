@@ -28,6 +28,7 @@ from typing import Any
 from twin.errors import ScenarioError
 from twin.perf.gpu_presets import gpu_preset
 from twin.perf.reliability import DEFAULT_RESTART_S
+from twin.scenario import CLUSTER_KEYS as SCENARIO_CLUSTER_KEYS
 from twin.scenario import LAYOUT_KEYS, parse_layout, parse_model, parse_training
 from twin.sim.arrivals import HELIOS_BIN_S, HELIOS_VENUS_FILE, load_submit_counts
 from twin.sim.spec import (
@@ -45,24 +46,9 @@ from twin.sim.spec import (
 from twin.sim.stragglers import default_traces_dir, straggler_spec
 
 TOP_KEYS = frozenset({"description", "cluster", "jobs", "arrivals", "stragglers"})
-CLUSTER_KEYS = frozenset(
-    {
-        "gpu",
-        "nodes",
-        "gpus_per_node",
-        "spare_nodes",
-        "price_per_gpu_hour",
-        "currency",
-        "pue",
-        "power_cap_w",
-        "intra_node_bandwidth_gbytes_per_s",
-        "inter_node_bandwidth_gbits_per_s",
-        "checkpoint_bandwidth_gbytes_per_s",
-        "failure_rate_scale",
-        "restart_s",
-        "repair_s",
-    }
-)
+# The scenario contract's cluster keys (DESIGN §3), with whole nodes instead of a GPU count, plus the
+# simulation's own: hot spares, restart and repair times.
+CLUSTER_KEYS = (SCENARIO_CLUSTER_KEYS - {"gpus"}) | {"nodes", "spare_nodes", "restart_s", "repair_s"}
 REPAIR_KEYS = frozenset({"gpu", "network", "host"})
 JOB_KEYS = frozenset(
     {"id", "model", "layout", "training", "gpus", "checkpoint_interval_s", "arrival_s", "efficiency_scale"}
