@@ -211,6 +211,21 @@ class RunResult:
         return lag is not None and self.lost_rows == 0 and lag <= MAX_END_LAG_S
 
 
+def service_cpu_window(
+    broker: PrivateMosquitto, serve: subprocess.Popen[bytes], backend: str, db_url: str
+) -> CpuWindow:
+    """CPU accounting for the broker and `twin serve`, plus its PostgreSQL backends (re-listed by
+    `CpuWindow.refresh`: a reconnect gets a new backend)."""
+    assert broker.pid is not None
+    groups = {"twin serve": [serve.pid], "mosquitto": [broker.pid]}
+    refresh: dict[str, Callable[[], list[int]]] = {}
+    if backend == "PostgreSQL":
+        serve_pid = serve.pid
+        refresh["postgres"] = lambda: postgres_backends_of(db_url, serve_pid)
+        groups["postgres"] = refresh["postgres"]()
+    return CpuWindow(groups, refresh)
+
+
 def run_once(
     workdir: Path, db: Database, rate: float, duration_s: float, mqtt_version: str = DEFAULT_MQTT_VERSION
 ) -> RunResult:
@@ -248,14 +263,7 @@ def _run_once(
         started = out.with_name(out.name + ".started")
         if not wait_for_file(started, publisher, 60.0):
             raise RuntimeError(f"the load publisher did not start; see {out.with_suffix('.log')}")
-        assert broker.pid is not None
-        groups = {"mosquitto": [broker.pid], "twin serve": [serve.pid]}
-        refresh: dict[str, Callable[[], list[int]]] = {}
-        if backend == "PostgreSQL":
-            serve_pid = serve.pid
-            refresh["postgres"] = lambda: postgres_backends_of(db_url, serve_pid)
-            groups["postgres"] = refresh["postgres"]()
-        window = CpuWindow(groups, refresh)
+        window = service_cpu_window(broker, serve, backend, db_url)
         window.begin()
         first_publish = read_json(started)["start"]
         # The publisher needs D seconds plus its flush; then the service drains what is left.
@@ -364,14 +372,7 @@ def _run_drain(
         second = run_dir / "serve2.json"
         serve = start_serve(broker.url, db_url, second, *extra, client_id=client_id)
         wait_serve_connected(second.with_suffix(".log"), serve, settle_s=0.0)  # CPU from here on
-        assert broker.pid is not None
-        groups = {"twin serve": [serve.pid], "mosquitto": [broker.pid]}
-        refresh: dict[str, Callable[[], list[int]]] = {}
-        if backend == "PostgreSQL":
-            serve_pid = serve.pid
-            refresh["postgres"] = lambda: postgres_backends_of(db_url, serve_pid)
-            groups["postgres"] = refresh["postgres"]()
-        window = CpuWindow(groups, refresh)
+        window = service_cpu_window(broker, serve, backend, db_url)
         window.begin()
         serving = serve
         completed_at = probe.wait_complete(

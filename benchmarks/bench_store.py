@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import ensure_repo_on_path, figure, header, median, p95, target
+from _services import postgres_reachable
 
 TARGET_ROWS_PER_S = 100_000
 NODES, GPUS_PER_NODE = 2_000, 8  # one batch = one second of this cluster = 2,000 messages
@@ -81,21 +82,6 @@ def _report(backend: str, inserted: int, walls: list[float]) -> None:
     target(rate >= TARGET_ROWS_PER_S, f"{backend} store write {rate:,.0f} rows/s >= {TARGET_ROWS_PER_S:,}")
 
 
-def _postgres_reachable(url: str) -> str | None:
-    """None when PostgreSQL answers at `url`, else why not."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc.__cause__ or exc).splitlines()[0]}"
-    finally:
-        engine.dispose()
-    return None
-
-
 def main(smoke: bool = False) -> None:
     ensure_repo_on_path()
     from sqlalchemy import create_engine, text
@@ -109,7 +95,7 @@ def main(smoke: bool = False) -> None:
     _report("SQLite", inserted, walls)
 
     url = os.environ.get("TWIN_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-    why_not = _postgres_reachable(url)
+    why_not = postgres_reachable(url)
     if why_not is not None:
         print(f"  SKIP: PostgreSQL at {redact_url(url)} not reachable ({why_not})", flush=True)
         return

@@ -40,6 +40,7 @@ from twin.errors import ScenarioError
 from twin.perf.estimate import estimate
 from twin.perf.power import compute_phase_power_w
 from twin.perf.reliability import (
+    SECONDS_PER_HOUR,
     checkpoint_bytes,
     checkpoint_write_s,
     default_checkpoint_bandwidth_bytes_per_s,
@@ -47,7 +48,6 @@ from twin.perf.reliability import (
 from twin.perf.specs import ClusterSpec, ModelSpec, ParallelLayout, TrainingSpec
 from twin.scenario import Scenario, parse_cluster, parse_layout, parse_training
 
-SECONDS_PER_HOUR: Final = 3600.0
 # ASSUMPTION (the example): advise caps that slow a job by at most 5 %.
 DEFAULT_MAX_SLOWDOWN: Final = 0.05
 # Caps are searched on this grid. ASSUMPTION: NVML takes milliwatts, but 5 W is below the ±0.5 % reading

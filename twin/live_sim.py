@@ -47,7 +47,6 @@ from twin.sim.summary import JobSummary, ReplicationSummary
 from twin.state import TwinState
 from twin.store.repository import Store
 
-SECONDS_PER_HOUR: Final = 3600.0
 # NVIDIA XID errors after which a GPU must be reset or replaced before it can train again (NVIDIA, "XID
 # Errors", r555 docs, https://docs.nvidia.com/deploy/xid-errors/): 48 "DBE (Double Bit Error) ECC
 # Error", 79 "GPU has fallen off the bus". The node is out until repaired (component GPU).
@@ -87,7 +86,10 @@ def load_live_state(store: Store, cluster: str, *, default_interval_s: float = 1
     rows = store.latest_telemetry(cluster)
     state.fold_telemetry(tuple(row[name] for name in TELEMETRY_COLUMNS) for row in rows)
     for job in store.jobs(cluster):
-        for e in store.job_events(job["job_id"], cluster, newest=EVENTS_PER_JOB):
+        # An ended job only needs its end event (it is left out of projections); others need their
+        # recent step times and last checkpoint.
+        newest = 1 if job["state"] == "ended" else EVENTS_PER_JOB
+        for e in store.job_events(job["job_id"], cluster, newest=newest):
             state.fold_job_event(
                 JobEventRecord(
                     cluster,

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from twin.errors import ScenarioError
+from twin.perf.reliability import SECONDS_PER_HOUR
 from twin.sim.spec import JobSpec, PoissonArrivals, ReplayArrivals
 
 HELIOS_VENUS_FILE = Path("sensetime-helios") / "venus_cluster_throughput_10min.csv"
 HELIOS_BIN_S = 600.0  # the file's bins are 10 minutes (its `time` column steps by 00:10:00)
 HELIOS_COLUMNS = ("submit_job_all", "submit_gpu_job")
 HELIOS_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-SECONDS_PER_HOUR = 3600.0
 
 
 def load_submit_counts(

@@ -18,14 +18,13 @@ import numpy as np
 import simpy
 
 from twin.errors import TwinError
-from twin.perf.reliability import Component
+from twin.perf.reliability import SECONDS_PER_HOUR, Component
 from twin.sim.log import EventKind, EventLog
 from twin.sim.power import PowerMeter, idle_node_power_w
 from twin.sim.spec import Health, NodeCondition, SimCluster
 
 USABLE = frozenset({Health.HEALTHY, Health.DEGRADED})
 IDLE_POOL_KEY = "cluster:idle"
-SECONDS_PER_HOUR = 3600.0
 
 
 class Cluster:

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 import simpy
 
-from twin.perf.reliability import Component, FailureShare
+from twin.perf.reliability import SECONDS_PER_HOUR, Component, FailureShare
 from twin.sim.cluster import Cluster
 from twin.sim.job import JobPhase, JobRun
 from twin.sim.log import EventKind, EventLog
 from twin.sim.scheduler import Scheduler
 
-SECONDS_PER_HOUR = 3600.0
 DRAW_BATCH = 1024  # events drawn per refill (performance only)
 
 

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 
 from twin.errors import TwinError
+from twin.perf.reliability import SECONDS_PER_HOUR
 from twin.sim.log import Event
 from twin.sim.power import binned_mean_power_w
-
-SECONDS_PER_HOUR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)

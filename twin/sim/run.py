@@ -13,7 +13,7 @@ import numpy as np
 import simpy
 
 from twin.errors import ScenarioError
-from twin.perf.reliability import failure_mix
+from twin.perf.reliability import SECONDS_PER_HOUR, failure_mix
 from twin.sim.arrivals import arrival_jobs
 from twin.sim.cluster import Cluster
 from twin.sim.failures import FailureDispatcher, FailureSampler, failure_process
@@ -27,7 +27,6 @@ from twin.sim.state_check import check_state
 from twin.sim.stragglers import StragglerModel
 
 SECONDS_PER_DAY = 86_400.0
-SECONDS_PER_HOUR = 3600.0
 STREAMS = ("failures", "repairs", "jobs", "arrivals")
 
 

@@ -16,6 +16,7 @@ from twin.errors import ScenarioError
 from twin.perf.estimate import estimate
 from twin.perf.reliability import (
     DEFAULT_RESTART_S,
+    SECONDS_PER_HOUR,
     Component,
     checkpoint_bytes,
     checkpoint_write_s,
@@ -24,8 +25,6 @@ from twin.perf.reliability import (
     job_mtbf_s,
 )
 from twin.perf.specs import ClusterSpec, GpuSpec, ModelSpec, ParallelLayout, TrainingSpec
-
-SECONDS_PER_HOUR = 3600.0
 
 # --- repair times (mean seconds a node is out of service after a hardware failure) --------------------
 # ASSUMPTION: no published per-component repair times for GPU training clusters were found to cite (the

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from twin.errors import TwinError
+from twin.perf.reliability import SECONDS_PER_HOUR
 from twin.sim.result import SimResult
-from twin.sim.run import SECONDS_PER_HOUR, simulate
+from twin.sim.run import simulate
 from twin.sim.spec import SimSpec, SimState
 
 
